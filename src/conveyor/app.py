@@ -1,0 +1,222 @@
+"""`Conveyor`: holds the store URL, the task registry and the enqueue API."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, overload
+
+from .backends import DEFAULT_URL, open_backend
+from .backends.base import Backend, QueueStats
+from .job import Job
+from .model.backoff import BackoffLike
+from .model.codec import DEFAULT_PAYLOAD_LIMIT
+from .model.errors import StoreError
+from .model.job import NewJob
+from .model.priority import Priority
+from .task import JobOptions, Task, build_new_job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Engine timings. Defaults bring a dead worker's jobs back within 45 s."""
+
+    lease_seconds: float = 30.0
+    rescue_interval: float = 15.0
+    prune_interval: float = 3600.0
+    compact_interval: float = 30.0
+    """How often a worker reclaims the hot table's dead rows (PostgreSQL VACUUM)."""
+    keep_completed: float = 7 * 86400.0
+    keep_failed: float = 30 * 86400.0
+    poll_interval: float = 1.0
+    """Fallback poll for lost wake-ups; idle workers are normally woken by the store."""
+    grace_period: float = 30.0
+
+
+class Conveyor:
+    """The application object: `app = Conveyor()`, then `@app.task`, then enqueue."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+        settings: Settings | None = None,
+        migrate: bool = True,
+    ) -> None:
+        """`migrate=False`: do not create or upgrade the schema at start-up; a store that is
+        not at this version is then refused (run `conveyor migrate` in your deploy step)."""
+        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.payload_limit = payload_limit
+        self.settings = settings or Settings()
+        self.migrate = migrate
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> Backend:
+        """The store, opened (and migrated) on first use."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    backend = open_backend(self.url)
+                    backend.open(migrate=self.migrate)
+                    self._backend = backend
+        return self._backend
+
+    def use_url(self, url: str) -> None:
+        """Point at another store (the CLI's --url); closes the current one."""
+        self.close()
+        self.url = url
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # tasks --------------------------------------------------------------------------------
+    @overload
+    def task(self, func: Callable[P, R]) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = Priority.NORMAL,
+        max_attempts: int = 3,
+        backoff: BackoffLike = "exponential",
+        timeout: float | None = None,
+        soft_timeout: float | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = Priority.NORMAL,
+        max_attempts: int = 3,
+        backoff: BackoffLike = "exponential",
+        timeout: float | None = None,
+        soft_timeout: float | None = None,
+    ) -> Any:
+        """Register a handler. `soft_timeout` (default 80 % of `timeout`) only logs."""
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            task_name = name or fn.__name__
+            if task_name in self.tasks:
+                raise ValueError(f"a task named {task_name!r} is already registered")
+            defaults = JobOptions(
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                timeout=timeout,
+            )
+            soft = (
+                soft_timeout if soft_timeout is not None else (timeout * 0.8 if timeout else None)
+            )
+            task = Task(self, fn, task_name, defaults, soft)
+            self.tasks[task_name] = task
+            return task
+
+        return register(func) if func is not None else register
+
+    # enqueue ------------------------------------------------------------------------------
+    def prepare(self, task_name: str, data: dict[str, Any] | None = None, **options: Any) -> NewJob:
+        """Build a job by task name. A registered task's defaults apply; others get ours."""
+        known = self.tasks.get(task_name)
+        base = known.defaults if known else JobOptions()
+        try:
+            job_options = JobOptions(**{**_as_kwargs(base), **options}) if options else base
+        except TypeError:
+            allowed = ", ".join(JobOptions.__dataclass_fields__)
+            raise TypeError(f"unknown job option in {sorted(options)}; known: {allowed}") from None
+        job_options.validated()
+        payload = {} if data is None else data
+        if known is not None and isinstance(payload, dict):
+            known.check_data(payload)
+        return build_new_job(task_name, payload, job_options, self.payload_limit)
+
+    def enqueue(
+        self,
+        task_name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> Job:
+        """Enqueue by name: the task may live in another service's code.
+
+        `connection`: a psycopg connection whose open transaction the job joins (PostgreSQL).
+        """
+        new_job = self.prepare(task_name, data, **options)
+        return self.enqueue_many([new_job], connection=connection)[0]
+
+    async def enqueue_async(
+        self, task_name: str, data: dict[str, Any] | None = None, **options: Any
+    ) -> Job:
+        import asyncio
+
+        new_job = self.prepare(task_name, data, **options)
+        return (await asyncio.to_thread(self.enqueue_many, [new_job]))[0]
+
+    def enqueue_many(self, jobs: Iterable[NewJob], *, connection: Any = None) -> list[Job]:
+        """Store all jobs in one transaction: all of them or, on error, none.
+
+        With `connection` (a psycopg connection, PostgreSQL only) the jobs are written in the
+        caller's own transaction: they exist if and only if it commits.
+        """
+        batch = list(jobs)
+        for item in batch:
+            if not isinstance(item, NewJob):
+                raise TypeError(
+                    "enqueue_many takes jobs built by task.prepare(...) or app.prepare(name, data)"
+                )
+        if connection is None:
+            records = self.backend.job_insert_many(batch)
+        elif not self.backend.capabilities.transactional_enqueue:
+            raise StoreError(
+                f"the store at {self.url} cannot enqueue inside your transaction; "
+                "use PostgreSQL, or enqueue after your commit"
+            )
+        else:
+            records = self.backend.job_insert_many(batch, connection=connection)
+        return [Job(self, record) for record in records]
+
+    # reads and admin ----------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job | None:
+        record = self.backend.job_get(job_id)
+        return None if record is None else Job(self, record)
+
+    def queue_stats(self, name: str | None = None) -> list[QueueStats]:
+        return self.backend.queue_stats(time.time(), name)
+
+    def pause_queue(self, name: str) -> None:
+        self.backend.queue_pause(name)
+
+    def resume_queue(self, name: str) -> None:
+        self.backend.queue_resume(name)
+
+    def retry_job(self, job_id: str) -> Job:
+        return Job(self, self.backend.job_retry(job_id, time.time()))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return Job(self, self.backend.job_cancel(job_id, time.time()))
+
+    def __repr__(self) -> str:
+        return f"<Conveyor {self.url} tasks={len(self.tasks)}>"
+
+
+def _as_kwargs(options: JobOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in JobOptions.__dataclass_fields__}

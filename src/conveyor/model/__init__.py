@@ -1,0 +1,1 @@
+"""Layer 1: the job model. Pure data and rules, no I/O."""

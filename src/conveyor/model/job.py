@@ -1,0 +1,127 @@
+"""The job record as stores return it, and the parameters of a new job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .states import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """One failed attempt: kept forever with the job, the newest last."""
+
+    attempt: int
+    at: float
+    error: str
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "at": self.at,
+            "error": self.error,
+            "traceback": self.traceback,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AttemptError:
+        return cls(int(raw["attempt"]), float(raw["at"]), str(raw["error"]), raw.get("traceback"))
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """Everything needed to insert a job; `data` is already encoded JSON."""
+
+    id: str
+    task: str
+    queue: str
+    data: bytes
+    priority: int
+    run_at: float
+    max_attempts: int
+    enqueued_at: float
+    key: str | None = None
+    timeout: float | None = None
+    backoff: bytes | None = None
+
+    @property
+    def state(self) -> JobState:
+        return JobState.SCHEDULED if self.run_at > self.enqueued_at else JobState.QUEUED
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored. Times are Unix seconds (float); `data`/`result` are decoded JSON."""
+
+    id: str
+    task: str
+    queue: str
+    state: JobState
+    data: dict[str, Any]
+    priority: int
+    run_at: float
+    attempt: int
+    max_attempts: int
+    enqueued_at: float
+    key: str | None = None
+    timeout: float | None = None
+    backoff: dict[str, Any] | None = None
+    progress: Any = None
+    result: Any = None
+    errors: tuple[AttemptError, ...] = field(default=())
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_new(cls, job: NewJob) -> JobRecord:
+        """The record of a job just inserted, built without reading it back."""
+        return cls(
+            id=job.id,
+            task=job.task,
+            queue=job.queue,
+            state=job.state,
+            data=orjson.loads(job.data),
+            priority=job.priority,
+            run_at=job.run_at,
+            attempt=0,
+            max_attempts=job.max_attempts,
+            enqueued_at=job.enqueued_at,
+            key=job.key,
+            timeout=job.timeout,
+            backoff=None if job.backoff is None else orjson.loads(job.backoff),
+        )
+
+    @property
+    def last_error(self) -> str | None:
+        return self.errors[-1].error if self.errors else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, used by the CLI's --json and later by the HTTP API."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "state": self.state.value,
+            "data": self.data,
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "key": self.key,
+            "timeout": self.timeout,
+            "progress": self.progress,
+            "result": self.result,
+            "errors": [e.to_dict() for e in self.errors],
+            "enqueued_at": self.enqueued_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "worker_id": self.worker_id,
+            "cancel_requested": self.cancel_requested,
+        }
