@@ -1,0 +1,31 @@
+"""Layer 2: the stores. `open_backend(url)` picks one by the URL's scheme."""
+
+from __future__ import annotations
+
+from ..model.errors import StoreError
+from .base import Backend
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+
+def open_backend(url: str) -> Backend:
+    """Build (not yet open) the store for `url`, or raise StoreError saying what URLs work."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from .sqlite.backend import SQLiteBackend
+
+        return SQLiteBackend(url)
+    if scheme in ("postgres", "postgresql"):
+        try:
+            from .postgres.backend import PostgresBackend
+        except ImportError:
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'conveyor[postgres]'"
+            ) from None
+        return PostgresBackend(url)
+    if scheme in ("redis", "rediss"):
+        raise StoreError(f"the {scheme} store is not available yet; use sqlite:///path/to/file.db")
+    raise StoreError(
+        f"unsupported store URL {url!r}; use sqlite:///path/to/file.db "
+        "(relative) or sqlite:////absolute/path.db"
+    )
