@@ -5,12 +5,16 @@ a branch in `_store_url` (and, for a server, its per-test isolation and clean-up
 
 - sqlite: one fresh file in the test's tmp_path.
 - postgres: one fresh schema `t_<hex>` in the database at `POSTGRES_URL`, dropped after the
-  test. PostgreSQL is probed once per session; if it cannot be reached, its tests are skipped
-  loudly (and counted in the terminal summary), or fail under `CI=true`: in CI a missing
-  database must never pass as a green run.
+  test.
+- redis: one fresh key prefix `t_<hex>` on the server at `REDIS_URL`, its keys deleted after
+  the test.
+
+Each server is probed once per session; if it cannot be reached, its tests are skipped
+loudly (and counted in the terminal summary), or fail under `CI=true`: in CI a missing
+server must never pass as a green run.
 
 `CONVEYOR_TEST_STORES=sqlite` (comma-separated) runs only the named stores.
-`CONVEYOR_TEST_POSTGRES_URL` points the postgres tests at another server (default below).
+`CONVEYOR_TEST_POSTGRES_URL` and `CONVEYOR_TEST_REDIS_URL` point the tests at other servers.
 """
 
 from __future__ import annotations
@@ -28,15 +32,18 @@ from conveyor import Conveyor, Settings
 from conveyor.backends import open_backend
 from conveyor.backends.base import Backend
 
-STORES = ["sqlite", "postgres"]
+STORES = ["sqlite", "postgres", "redis"]
 
 POSTGRES_URL = os.environ.get(
     "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 """The server and database the postgres tests use; each test adds its own `?schema=`."""
 
-UNREACHABLE = "POSTGRES UNREACHABLE"
-"""Opens the skip reason of postgres tests that could not run (counted in the summary)."""
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The server the redis tests use; each test adds its own `?prefix=`."""
+
+UNREACHABLE = "UNREACHABLE"
+"""Opens the skip reason of server tests that could not run (counted in the summary)."""
 
 
 def _selected_stores() -> list[str]:
@@ -79,16 +86,43 @@ def _postgres_unreachable() -> str | None:
     return None
 
 
-def _require_postgres() -> None:
-    problem = _postgres_unreachable()
+@functools.cache
+def _redis_unreachable() -> str | None:
+    """Why Redis cannot be used (None if it can): probed once per session."""
+    try:
+        import redis
+    except ImportError as exc:
+        return f"redis-py is not installed ({exc}); pip install 'conveyor[redis]'"
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        where = urlsplit(REDIS_URL)
+        return f"{where.hostname}:{where.port or 6379}: {exc}"
+    return None
+
+
+_PROBES = {"postgres": _postgres_unreachable, "redis": _redis_unreachable}
+_START_HINT = {
+    "postgres": "Start PostgreSQL (or set CONVEYOR_TEST_POSTGRES_URL)",
+    "redis": "Start Redis (or set CONVEYOR_TEST_REDIS_URL)",
+}
+
+
+def require_server(store: str) -> None:
+    """Skip (locally, loudly) or fail (under CI=true) when the store's server is down."""
+    problem = _PROBES[store]()
     if problem is None:
         return
     message = (
-        f"{UNREACHABLE}: {problem}. Start PostgreSQL (or set CONVEYOR_TEST_POSTGRES_URL), "
-        "or run one store with CONVEYOR_TEST_STORES=sqlite."
+        f"{store.upper()} {UNREACHABLE}: {problem}. {_START_HINT[store]}, "
+        "or run other stores with CONVEYOR_TEST_STORES=sqlite."
     )
     if _in_ci():
-        pytest.fail(f"{message} (CI=true: the postgres tests must run, not be skipped)")
+        pytest.fail(f"{message} (CI=true: the {store} tests must run, not be skipped)")
     pytest.skip(message)
 
 
@@ -111,18 +145,43 @@ def _store_url(store: str, tmp_path: Path) -> str:
     raise AssertionError(f"unknown store {store}")
 
 
+def _redis_url(prefix: str) -> str:
+    return f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix={prefix}"
+
+
+def delete_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        # Every key of the store holds `{<prefix>` or `{<prefix>:<queue>}`.
+        for pattern in (f"{{{prefix}}}:*", f"{{{prefix}:*"):
+            batch = list(client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(batch), 500):
+                client.delete(*batch[start : start + 500])
+    finally:
+        client.close()
+
+
 @pytest.fixture(params=SELECTED_STORES)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param != "postgres":
-        yield _store_url(request.param, tmp_path)
+    store = request.param
+    if store == "sqlite":
+        yield _store_url(store, tmp_path)
         return
-    _require_postgres()
-    schema = f"t_{uuid.uuid4().hex}"
-    try:
-        yield _postgres_url(schema)
-    finally:
-        # `backend` and `make_app` depend on this fixture, so their stores are closed by now
-        _drop_schema(schema)
+    require_server(store)
+    name = f"t_{uuid.uuid4().hex}"
+    # `backend` and `make_app` depend on this fixture, so their stores are closed by the end
+    if store == "postgres":
+        try:
+            yield _postgres_url(name)
+        finally:
+            _drop_schema(name)
+    else:
+        try:
+            yield _redis_url(name)
+        finally:
+            delete_redis_keys(name)
 
 
 @pytest.fixture
@@ -154,7 +213,7 @@ def make_app(store_url: str) -> Iterator[type[Conveyor]]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Make unreachable PostgreSQL impossible to miss at the end of a local run."""
+    """Make an unreachable server impossible to miss at the end of a local run."""
     skipped = [
         report
         for report in terminalreporter.stats.get("skipped", [])
@@ -163,7 +222,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if skipped:
         terminalreporter.write_sep(
             "!",
-            f"{UNREACHABLE}: {len(skipped)} tests skipped ({POSTGRES_URL}); they did NOT run",
+            f"SERVER {UNREACHABLE}: {len(skipped)} tests skipped; they did NOT run",
             red=True,
             bold=True,
         )

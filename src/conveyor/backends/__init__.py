@@ -24,8 +24,14 @@ def open_backend(url: str) -> Backend:
             ) from None
         return PostgresBackend(url)
     if scheme in ("redis", "rediss"):
-        raise StoreError(f"the {scheme} store is not available yet; use sqlite:///path/to/file.db")
+        try:
+            from .redis.backend import RedisBackend
+        except ImportError:
+            raise StoreError(
+                "the Redis store needs redis-py: pip install 'conveyor[redis]'"
+            ) from None
+        return RedisBackend(url)
     raise StoreError(
-        f"unsupported store URL {url!r}; use sqlite:///path/to/file.db "
-        "(relative) or sqlite:////absolute/path.db"
+        f"unsupported store URL {url!r}; use sqlite:///path/to/file.db (relative) or "
+        "sqlite:////absolute/path.db, postgresql://user@host/db or redis://host:6379/0"
     )

@@ -1,0 +1,31 @@
+-- Jobs whose lease ran out (their worker died): back to queued with the lost attempt counted,
+-- or failed ("worker lost") when out of attempts, or cancelled if a cancel was requested.
+-- ARGV[4] = now, ARGV[5] = at most this many. Returns {requeued, failed, cancelled, seen}.
+local now, limit = ARGV[4], tonumber(ARGV[5])
+local requeued, failed, cancelled = 0, 0, 0
+local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. now, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  local key = job_key(id)
+  local f = redis.call('HMGET', key, 'state', 'attempt', 'max_attempts', 'cancel_requested')
+  if f[1] ~= 'active' then
+    redis.call('ZREM', K_ACTIVE, id)
+  else
+    append_error(key, lost_error(f[2], now))
+    redis.call('HDEL', key, 'worker_id')
+    redis.call('HSET', key, 'run_at', now)
+    if f[4] == '1' then
+      finish(key, id, 'cancelled', now)
+      cancelled = cancelled + 1
+    elseif tonumber(f[2]) >= tonumber(f[3]) then
+      finish(key, id, 'failed', now)
+      failed = failed + 1
+    else
+      requeue(key, id, now, now)
+      requeued = requeued + 1
+    end
+  end
+end
+if requeued > 0 then
+  wake()
+end
+return {requeued, failed, cancelled, #expired}
