@@ -136,7 +136,10 @@ class Worker:
         )
         self._completer = Completer(self._write_outcomes)
         # Listen before the first claim, so that no wake-up between the two is missed.
-        await self._store(backend.jobs_wait, self.queues, 0.0)
+        try:
+            await self._store(backend.jobs_wait, self.queues, 0.0)
+        except Exception:  # a stale wake-up connection: the wait loop reconnects and polls
+            log.exception("listening for wake-ups failed at start-up; will retry")
         try:
             await self._store(rescue_expired, backend)
         except Exception:  # the store may be restarting: the maintenance loop tries again

@@ -60,6 +60,9 @@ class Waiter:
                 except (redis.RedisError, OSError, ValueError):
                     if self._closing:  # closed under us by close(): nothing to report
                         return False
+                    # The subscription died (server restart, failover): start afresh on the
+                    # next wait, and say the caller may have missed a wake-up.
+                    self._drop()
                     raise
                 if message is None:
                     if woken or remaining <= 0:
@@ -71,6 +74,9 @@ class Waiter:
     def close(self) -> None:
         """Close the subscription, also under a thread that is waiting on it (it returns)."""
         self._closing = True
+        self._drop()
+
+    def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
