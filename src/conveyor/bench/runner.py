@@ -39,6 +39,7 @@ class BenchResult:
     drain_per_s: float
     drain_processes: int
     drain_concurrency: int
+    drain_supervised: bool
     lat_rate_per_s: float
     lat_seconds: float
     lat_p50_ms: float
@@ -60,13 +61,16 @@ def run_bench(
     processes: int,
     concurrency: int,
     progress: Progress,
+    supervised: bool = False,
 ) -> BenchResult:
     app = Conveyor(url)
     noop.app.use_url(url)
     try:
         enqueue_rate = _enqueue_one_by_one(n, progress)
         bulk_rate = _enqueue_bulk(app, n, progress)
-        drain_rate, drain_rss = _drain(app, url, 2 * n, processes, concurrency, progress)
+        drain_rate, drain_rss = _drain(
+            app, url, 2 * n, processes, concurrency, progress, supervised
+        )
         latencies, lat_rss = _latency(app, url, rate, seconds, progress)
     finally:
         noop.app.close()
@@ -79,6 +83,7 @@ def run_bench(
         drain_per_s=drain_rate,
         drain_processes=processes,
         drain_concurrency=concurrency,
+        drain_supervised=supervised,
         lat_rate_per_s=rate,
         lat_seconds=seconds,
         lat_p50_ms=_percentile(latencies, 50),
@@ -113,11 +118,20 @@ def _enqueue_bulk(app: Conveyor, n: int, progress: Progress, chunk: int = 1000) 
 
 
 def _drain(
-    app: Conveyor, url: str, total: int, processes: int, concurrency: int, progress: Progress
+    app: Conveyor,
+    url: str,
+    total: int,
+    processes: int,
+    concurrency: int,
+    progress: Progress,
+    supervised: bool,
 ) -> tuple[float, float]:
-    """Start workers on the paused queue, resume it, and time until every job completed."""
+    """Start workers on the paused queue, resume it, and time until every job completed.
+
+    `supervised`: one `conveyor worker -p N` supervisor instead of N separate processes.
+    """
     app.pause_queue(BENCH_QUEUE)
-    with _workers(url, processes, concurrency) as procs:
+    with _workers(url, processes, concurrency, supervised) as procs:
         time.sleep(WORKER_START_SECONDS)
         _check_alive(procs)
         started = time.perf_counter()
@@ -130,7 +144,7 @@ def _drain(
             _check_alive(procs)
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        rss = max(_peak_rss_mb(p.pid) for p in procs)
+        rss = max(_peak_rss_mb(pid) for pid in _worker_pids(procs))
     return total / elapsed, rss
 
 
@@ -175,7 +189,9 @@ def _count(app: Conveyor, state: JobState) -> int:
 
 
 @contextmanager
-def _workers(url: str, processes: int, concurrency: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+def _workers(
+    url: str, processes: int, concurrency: int, supervised: bool = False
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     command = [
         sys.executable,
         "-m",
@@ -189,7 +205,10 @@ def _workers(url: str, processes: int, concurrency: int) -> Iterator[list[subpro
         "-c",
         str(concurrency),
     ]
-    logs = [tempfile.TemporaryFile() for _ in range(processes)]  # noqa: SIM115 - closed below
+    if supervised:
+        command += ["-p", str(processes)]
+    starts = 1 if supervised else processes
+    logs = [tempfile.TemporaryFile() for _ in range(starts)]  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
     for proc, log in zip(procs, logs, strict=True):
         _LOGS[proc.pid] = log
@@ -206,6 +225,17 @@ def _workers(url: str, processes: int, concurrency: int) -> Iterator[list[subpro
                 proc.kill()
                 proc.wait()
             _LOGS.pop(proc.pid).close()
+
+
+def _worker_pids(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """The processes that run jobs: the workers, or a supervisor's children."""
+    import psutil
+
+    pids = []
+    for proc in procs:
+        children = psutil.Process(proc.pid).children()
+        pids += [child.pid for child in children] or [proc.pid]
+    return pids
 
 
 def _check_alive(procs: list[subprocess.Popen[bytes]]) -> None:

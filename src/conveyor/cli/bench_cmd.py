@@ -28,6 +28,11 @@ PHASES = {
 @click.option("--rate", default=200.0, show_default=True, help="Jobs/s in the latency phase.")
 @click.option("-p", "--processes", default=2, show_default=True, help="Drain worker processes.")
 @click.option("-c", "--concurrency", default=100, show_default=True, help="Per drain worker.")
+@click.option(
+    "--supervised",
+    is_flag=True,
+    help="Drain with one supervisor of -p children (conveyor worker -p N) instead.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.pass_context
 def bench(
@@ -37,6 +42,7 @@ def bench(
     rate: float,
     processes: int,
     concurrency: int,
+    supervised: bool,
     as_json: bool,
 ) -> None:
     """Enqueue, bulk-enqueue and drain no-op jobs, and measure enqueue->start latency.
@@ -64,7 +70,7 @@ def bench(
             def report(phase: str, done: int, total: int) -> None:
                 bar.update(tasks[phase], completed=done, total=total)
 
-            result = run_bench(url, n, seconds, rate, processes, concurrency, report)
+            result = run_bench(url, n, seconds, rate, processes, concurrency, report, supervised)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
@@ -80,7 +86,8 @@ def _table(r: BenchResult, where: str) -> Table:
     table.add_row(f"enqueue, one by one ({r.n:,})", f"{r.enqueue_per_s:,.0f} jobs/s")
     table.add_row(f"bulk enqueue ({r.n:,})", f"{r.bulk_enqueue_per_s:,.0f} jobs/s")
     table.add_row(
-        f"drain ({2 * r.n:,}; {r.drain_processes} processes x {r.drain_concurrency})",
+        f"drain ({2 * r.n:,}; {r.drain_processes} {'supervised ' if r.drain_supervised else ''}"
+        f"processes x {r.drain_concurrency})",
         f"{r.drain_per_s:,.0f} jobs/s",
     )
     table.add_row(

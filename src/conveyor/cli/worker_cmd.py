@@ -8,7 +8,9 @@ import sys
 
 import click
 
-from ..worker.runner import Worker
+from ..worker.observer import ChildReporter
+from ..worker.runner import Recycling, Worker
+from ..worker.supervisor import ChildSpec, Supervisor
 from .common import error_line, get_state, redact, split_names
 
 log = logging.getLogger("conveyor.cli")
@@ -50,22 +52,91 @@ def _hard_exit(code: int) -> None:
     type=click.IntRange(min=1),
     default=10,
     show_default=True,
-    help="Jobs run at once.",
+    help="Jobs run at once (per process).",
+)
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker child processes under a supervisor; 0 runs one process, no supervisor.",
+)
+@click.option(
+    "--min-processes",
+    type=click.IntRange(min=1),
+    help="Autoscaling: the fewest children (default: --processes).",
+)
+@click.option(
+    "--max-processes",
+    type=click.IntRange(min=1),
+    help="Autoscaling: the most children (default: --processes).",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    envvar="CONVEYOR_WORKER_MAX_JOBS",
+    help="Recycle a worker process after this many jobs.",
+)
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="CONVEYOR_WORKER_MAX_AGE",
+    metavar="SECONDS",
+    help="Recycle a worker process after this long.",
+)
+@click.option(
+    "--max-rss-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="CONVEYOR_WORKER_MAX_RSS_MB",
+    help="Soft memory limit: finish the current jobs, then recycle.",
+)
+@click.option(
+    "--hard-rss-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="CONVEYOR_WORKER_HARD_RSS_MB",
+    help="Hard memory limit (supervisor only): kill the child now, release its jobs.",
 )
 @click.option("--burst", is_flag=True, help="Exit once no job of the queues is due.")
+@click.option("--worker-id", hidden=True)
+@click.option("--report-fd", type=int, hidden=True)
+@click.option("--parent-pid", type=int, hidden=True)
 @click.pass_context
 def worker(
-    ctx: click.Context, app_spec: str, queue_args: tuple[str, ...], concurrency: int, burst: bool
+    ctx: click.Context,
+    app_spec: str,
+    queue_args: tuple[str, ...],
+    concurrency: int,
+    processes: int,
+    min_processes: int | None,
+    max_processes: int | None,
+    max_jobs: int | None,
+    max_age: float | None,
+    max_rss_mb: float | None,
+    hard_rss_mb: float | None,
+    burst: bool,
+    worker_id: str | None,
+    report_fd: int | None,
+    parent_pid: int | None,
 ) -> None:
     """Run the jobs of APP (module:attribute naming your Conveyor app).
 
     SIGTERM or Ctrl-C stops gracefully: running jobs get the grace period to finish, the rest
     go back to their queue. A second signal skips the grace period.
+
+    With -p N a supervisor runs N child processes, restarts them when they crash, enforces
+    hard timeouts and memory limits, and (with --min/--max-processes) scales with the queues.
     """
-    app = get_state(ctx).load_app(app_spec)
+    state = get_state(ctx)
+    app = state.load_app(app_spec)
     queues = split_names(queue_args)
     if queue_args and not queues:
         raise click.BadParameter("give at least one queue name", param_hint="'--queues'")
+    supervised = processes > 0 or min_processes is not None or max_processes is not None
+    if supervised and burst:
+        raise click.UsageError("--burst runs one process: leave out -p/--min/--max-processes")
+    if hard_rss_mb is not None and not supervised and report_fd is None:
+        raise click.UsageError("--hard-rss-mb needs a supervisor: add -p N")
     setup_logging()
     app.backend  # noqa: B018 -- open the store now: a bad URL fails before the worker starts
     log.info(
@@ -73,9 +144,36 @@ def worker(
     )
     if not app.tasks:
         log.warning("%s registers no tasks: every job it claims will fail", app_spec)
-    runner = Worker(app, queues or None, concurrency, burst=burst)
+    if supervised:
+        low = min_processes or max(processes, 1)
+        high = max_processes or max(processes, low)
+        if low > high:
+            raise click.UsageError(f"--min-processes {low} is more than --max-processes {high}")
+        spec = ChildSpec(
+            app_spec=app_spec,
+            url=state.url if state.url_explicit else None,
+            queues=tuple(queues) or None,
+            concurrency=concurrency,
+            max_jobs=max_jobs,
+            max_age=max_age,
+            soft_rss_mb=max_rss_mb,
+            hard_rss_mb=hard_rss_mb,
+        )
+        ctx.exit(Supervisor(app, spec, low, high).run())
+    reporter = ChildReporter(report_fd) if report_fd is not None else None
+    runner = Worker(
+        app,
+        queues or None,
+        concurrency,
+        burst=burst,
+        worker_id=worker_id,
+        observer=reporter,
+        recycling=Recycling(max_jobs, max_age, max_rss_mb, parent_pid),
+    )
+    if reporter is not None:
+        reporter.hello(runner.worker_id)
     try:
-        runner.run_until_stopped()
+        runner.run_until_stopped(supervised=reporter is not None)
     except BaseException as exc:
         if runner.has_stuck_threads:
             click.echo(error_line(exc), err=True)

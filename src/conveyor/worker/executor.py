@@ -35,7 +35,7 @@ class JobExecutor:
         tasks: dict[str, Task[Any, Any]],
         worker_id: str,
         thread_pool: Executor,
-        on_orphan_done: Callable[[], None],
+        on_orphan_done: Callable[[JobContext], None],
     ) -> None:
         self.tasks = tasks
         self.worker_id = worker_id
@@ -57,7 +57,7 @@ class JobExecutor:
             known = ", ".join(sorted(self.tasks)) or "none"
             message = f"no handler for task {job.task!r} in this worker (it has: {known})"
             return self.failure(job, None, message, None)
-        timeout = job.timeout if job.timeout is not None else task.defaults.timeout
+        timeout = self.timeout_of(job)
         soft = task.soft_timeout
         warn = None
         if soft is not None and (timeout is None or soft < timeout):
@@ -121,7 +121,7 @@ class JobExecutor:
                 if ctx.orphaned:
                     self.orphaned_threads -= 1
             if ctx.orphaned:
-                self._on_orphan_done()  # its slot is free again
+                self._on_orphan_done(ctx)  # its slot is free again
 
     def _call_running(self, ctx: JobContext) -> bool:
         with self._lock:
@@ -155,24 +155,50 @@ class JobExecutor:
         final: bool = False,
         delay: float | None = None,
     ) -> Outcome:
-        """A failed attempt: a retry after the backoff, or `failed` when none is left."""
-        now = time.time()
-        error = AttemptError(
-            attempt=job.attempt,
-            at=now,
-            error=_printable(message),
-            traceback=_printable(trace[-_MAX_TRACEBACK:]) if trace else None,
-        )
-        if final or job.attempt >= job.max_attempts:
-            log.warning("job %s (%s) failed for good: %s", job.id, job.task, error.error)
-            return self._outcome(job, "failed", now, error=error)
-        if delay is None:
-            try:
-                delay = _backoff_for(job, task)(job.attempt)
-            except Exception:
-                log.exception("backoff of task %s failed; retrying at once", job.task)
-                delay = 0.0
-        return self._outcome(job, "retry", now, error=error, run_at=now + max(0.0, delay))
+        return failure_outcome(job, task, self.worker_id, message, trace, final=final, delay=delay)
+
+    def timeout_of(self, job: JobRecord) -> float | None:
+        """The attempt's time limit: the job's own, else its task's."""
+        if job.timeout is not None:
+            return job.timeout
+        task = self.tasks.get(job.task)
+        return None if task is None else task.defaults.timeout
+
+
+def failure_outcome(
+    job: JobRecord,
+    task: Task[Any, Any] | None,
+    worker_id: str,
+    message: str,
+    trace: str | None,
+    *,
+    final: bool = False,
+    delay: float | None = None,
+) -> Outcome:
+    """A failed attempt: a retry after the backoff, or `failed` when none is left.
+
+    Also used by the supervisor for attempts it ends itself (hard timeout, lost child).
+    """
+    now = time.time()
+    error = AttemptError(
+        attempt=job.attempt,
+        at=now,
+        error=_printable(message),
+        traceback=_printable(trace[-_MAX_TRACEBACK:]) if trace else None,
+    )
+    ended = functools.partial(
+        Outcome, job.id, job.queue, job.attempt, worker_id, finished_at=now, error=error
+    )
+    if final or job.attempt >= job.max_attempts:
+        log.warning("job %s (%s) failed for good: %s", job.id, job.task, error.error)
+        return ended(kind="failed")
+    if delay is None:
+        try:
+            delay = _backoff_for(job, task)(job.attempt)
+        except Exception:
+            log.exception("backoff of task %s failed; retrying at once", job.task)
+            delay = 0.0
+    return ended(kind="retry", run_at=now + max(0.0, delay))
 
 
 def _backoff_for(job: JobRecord, task: Task[Any, Any] | None) -> Callable[[int], float]:

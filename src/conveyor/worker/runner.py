@@ -19,7 +19,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import psutil
 
 from ..backends.base import ClaimParams, HeartbeatParams, Outcome, ReleaseParams
 from ..maintenance.pruner import prune_finished
@@ -28,6 +31,7 @@ from ..model.job import JobRecord
 from .completer import Completer
 from .context import JobContext
 from .executor import JobExecutor, current_trace
+from .observer import JobObserver
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -35,16 +39,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 _MIN_IDLE_WAIT = 0.002
+_LIMIT_CHECK_INTERVAL = 0.5
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+@dataclass(frozen=True, slots=True)
+class Recycling:
+    """When a worker stops by itself, gracefully, so that a supervisor starts a fresh one."""
+
+    max_jobs: int | None = None
+    """After this many jobs."""
+    max_age: float | None = None
+    """After this many seconds."""
+    max_rss_mb: float | None = None
+    """Once the process's resident memory passes this (checked about twice a second)."""
+    parent_pid: int | None = None
+    """As soon as this process (its supervisor) is gone."""
+
+
 class Worker:
     """Works the given queues with up to `concurrency` jobs at once.
 
     `burst=True` rescues expired leases first, then exits once no job of its queues is due.
+    `observer` hears of every attempt's start and end (a supervised child's reporter).
     """
 
     def __init__(
@@ -56,6 +76,8 @@ class Worker:
         burst: bool = False,
         batch_size: int | None = None,
         worker_id: str | None = None,
+        observer: JobObserver | None = None,
+        recycling: Recycling | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -68,6 +90,9 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.settings = app.settings
         self.jobs_done = 0
+        self.stop_reason: str | None = None
+        self._observer = observer
+        self._recycling = recycling or Recycling()
         self._running: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -86,14 +111,20 @@ class Worker:
             return
         loop.call_soon_threadsafe(self._request_stop, force)
 
-    def run_until_stopped(self) -> None:
+    def run_until_stopped(self, *, supervised: bool = False) -> None:
         """Run with SIGTERM/SIGINT handlers: the first starts a graceful stop, the second
-        skips the rest of the grace period."""
-        asyncio.run(self._run_with_signals())
+        skips the rest of the grace period.
 
-    async def _run_with_signals(self) -> None:
+        `supervised`: a supervisor's child ignores SIGINT (a terminal's Ctrl-C reaches the
+        whole process group; the supervisor passes it on as SIGTERM, once).
+        """
+        if supervised:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        asyncio.run(self._run_with_signals(supervised))
+
+    async def _run_with_signals(self, supervised: bool) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         await self.run()
 
@@ -107,6 +138,15 @@ class Worker:
             else (f"finishing active jobs (up to {self.settings.grace_period:g} s), then exiting"),
         )
         self._request_stop(force)
+
+    def _recycle(self, reason: str) -> None:
+        """Stop gracefully by ourselves (a limit was reached); a supervisor starts anew."""
+        if self._stop is not None and not self._stop.is_set():
+            log.info("worker %s recycling: %s", self.worker_id, reason)
+            self.stop_reason = reason
+            if self._observer is not None:
+                self._observer.worker_recycling(reason)
+            self._request_stop(False)
 
     def _request_stop(self, force: bool) -> None:
         assert self._stop and self._force and self._nudge
@@ -132,7 +172,7 @@ class Worker:
             self.app.tasks,
             self.worker_id,
             self._job_pool,
-            on_orphan_done=self._slot_freed_threadsafe,
+            on_orphan_done=self._orphan_done,
         )
         self._completer = Completer(self._write_outcomes)
         # Listen before the first claim, so that no wake-up between the two is missed.
@@ -153,6 +193,13 @@ class Worker:
         completer = loop.create_task(self._completer.run())
         self._maintenance = loop.create_task(self._maintenance_loop())
         services = [loop.create_task(self._heartbeat_loop()), self._maintenance]
+        if self._recycling.parent_pid is not None or self._recycling.max_rss_mb is not None:
+            services.append(loop.create_task(self._watch_limits()))
+        if self._recycling.max_age is not None:
+            max_age = self._recycling.max_age
+            services.append(
+                loop.create_task(self._after(max_age, f"max age {max_age:g} s reached"))
+            )
         try:
             await self._produce()
             await self._shutdown()
@@ -265,6 +312,9 @@ class Worker:
     def _start(self, job: JobRecord) -> None:
         assert self._loop
         ctx = JobContext(job, self._report_progress)
+        if self._observer is not None:
+            timeout = self._executor.timeout_of(job)
+            self._observer.job_started(job.id, None if timeout is None else time.time() + timeout)
         task = self._loop.create_task(self._execute(ctx))
         self._running[job.id] = (task, ctx)
 
@@ -280,10 +330,18 @@ class Worker:
         finally:
             if self._running.get(ctx.id, (None, None))[1] is ctx:  # not a newer attempt
                 del self._running[ctx.id]
+            if self._observer is not None and not ctx.orphaned:
+                self._observer.job_ended(ctx.id)
             self.jobs_done += 1
+            max_jobs = self._recycling.max_jobs
+            if max_jobs is not None and self.jobs_done >= max_jobs:
+                self._recycle(f"max jobs {max_jobs} reached")
             self._slot_freed()
 
-    def _slot_freed_threadsafe(self) -> None:
+    def _orphan_done(self, ctx: JobContext) -> None:
+        """(From the handler's thread) a sync handler that outlived its job returned."""
+        if self._observer is not None:
+            self._observer.job_ended(ctx.id)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._slot_freed)
 
@@ -369,6 +427,26 @@ class Worker:
                     )
             except Exception:
                 log.exception("maintenance failed; will retry")
+
+    async def _after(self, seconds: float, reason: str) -> None:
+        await asyncio.sleep(seconds)
+        self._recycle(reason)
+
+    async def _watch_limits(self) -> None:
+        """Stop gracefully when memory passes its limit, or when our supervisor died (a
+        child must not run on unsupervised)."""
+        limits = self._recycling
+        me = psutil.Process()
+        while True:
+            await asyncio.sleep(_LIMIT_CHECK_INTERVAL)
+            if limits.parent_pid is not None and os.getppid() != limits.parent_pid:
+                self._recycle(f"supervisor {limits.parent_pid} is gone")
+                return
+            if limits.max_rss_mb is not None:
+                rss_mb = me.memory_info().rss / 2**20
+                if rss_mb > limits.max_rss_mb:
+                    self._recycle(f"memory {rss_mb:.0f} MB over the {limits.max_rss_mb:g} MB limit")
+                    return
 
     # shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
