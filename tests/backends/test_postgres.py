@@ -24,6 +24,7 @@ import pytest
 
 from conveyor import Conveyor, JobState, Settings, StoreError
 from conveyor.backends import open_backend
+from conveyor.backends.postgres.backend import SCHEMA_VERSION
 from conveyor.worker.runner import Worker
 from engine.helpers import WorkerThread, running_worker, wait_until
 
@@ -33,6 +34,10 @@ from psycopg import sql  # noqa: E402 -- after the importorskip above
 POSTGRES_URL = os.environ.get(
     "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+TABLES = ["jobs", "jobs_done", "meta", "queues", "workers"]
+"""Every table of a migrated schema."""
+NEWER = SCHEMA_VERSION + 1
+"""A schema version this code does not know."""
 FAST = Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, grace_period=2.0)
 
 
@@ -291,16 +296,16 @@ def test_many_processes_migrating_a_new_schema_at_once_all_succeed(pg):
         assert not any(t.is_alive() for t in threads), "an open() hung"
         assert errors == []
         assert len(opened) == 8
-        assert {store.schema_version() for store in opened} == {1}
+        assert {store.schema_version() for store in opened} == {SCHEMA_VERSION}
     finally:
         for store in opened:
             store.close()
-    assert pg.tables() == ["jobs", "jobs_done", "meta", "queues"]
+    assert pg.tables() == TABLES
     with pg.connect() as conn:
         meta = conn.execute(
             sql.SQL("SELECT key, value FROM {}.meta").format(sql.Identifier(pg.name))
         ).fetchall()
-    assert meta == [("schema_version", "1")]
+    assert meta == [("schema_version", str(SCHEMA_VERSION))]
 
 
 def test_reopening_a_migrated_schema_changes_nothing(pg, make_pg_app):
@@ -309,12 +314,37 @@ def test_reopening_a_migrated_schema_changes_nothing(pg, make_pg_app):
     app.close()
     for migrate in (True, False):
         again = make_pg_app(migrate=migrate)
-        assert again.backend.schema_version() == 1
+        assert again.backend.schema_version() == SCHEMA_VERSION
         assert again.get_job(job.id).state == JobState.QUEUED
         again.close()
-    assert pg.tables() == ["jobs", "jobs_done", "meta", "queues"]
+    assert pg.tables() == TABLES
     assert pg.count("jobs") == 1
     assert pg.count("meta") == 1
+
+
+def test_a_version_1_schema_is_upgraded_only_when_migrating(pg, make_pg_app):
+    app = make_pg_app()
+    job = app.enqueue("echo", {"n": 3})
+    app.close()
+    with pg.connect() as conn:  # as version 1 left it
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(pg.name, "workers")))
+        conn.execute(
+            sql.SQL("UPDATE {}.meta SET value = '1' WHERE key = 'schema_version'").format(
+                sql.Identifier(pg.name)
+            )
+        )
+    refused = open_backend(pg.url)
+    with pytest.raises(StoreError, match="conveyor migrate"):
+        refused.open(migrate=False)
+    refused.close()
+    assert "workers" not in pg.tables()
+
+    upgraded = make_pg_app()
+    assert upgraded.backend.schema_version() == SCHEMA_VERSION == 2
+    assert pg.tables() == TABLES
+    assert upgraded.get_job(job.id).state == JobState.QUEUED
+    upgraded.close()
+    assert make_pg_app(migrate=False).backend.schema_version() == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("migrate", [True, False])
@@ -324,22 +354,23 @@ def test_a_schema_newer_than_the_code_is_refused(pg, make_pg_app, migrate):
     app.close()
     with pg.connect() as conn:
         conn.execute(
-            sql.SQL("UPDATE {}.meta SET value = '2' WHERE key = 'schema_version'").format(
+            sql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'schema_version'").format(
                 sql.Identifier(pg.name)
-            )
+            ),
+            (str(NEWER),),
         )
     store = open_backend(pg.url)
     with pytest.raises(StoreError, match="upgrade") as info:
         store.open(migrate=migrate)
     store.close()
-    assert "2" in str(info.value)
+    assert f"version {NEWER}," in str(info.value)
     with pg.connect() as conn:  # left as it was
         version = conn.execute(
             sql.SQL("SELECT value FROM {}.meta WHERE key = 'schema_version'").format(
                 sql.Identifier(pg.name)
             )
         ).fetchone()
-    assert version == ("2",)
+    assert version == (str(NEWER),)
     assert pg.count("jobs") == 1, f"job {job.id} is gone"
 
 
@@ -368,18 +399,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_migrate_command_creates_the_schema_and_prints_its_version(pg):
     done = _cli("--url", pg.url, "migrate")
     assert done.returncode == 0, done.stderr
-    assert "schema version 1" in done.stdout
-    assert pg.tables() == ["jobs", "jobs_done", "meta", "queues"]
+    assert f"schema version {SCHEMA_VERSION}" in done.stdout
+    assert pg.tables() == TABLES
 
     again = _cli("--url", pg.url, "migrate", "--json")
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == SCHEMA_VERSION
     assert pg.name in report["url"]
 
     app = Conveyor(pg.url, migrate=False)
     try:
-        assert app.backend.schema_version() == 1
+        assert app.backend.schema_version() == SCHEMA_VERSION
     finally:
         app.close()
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import REDIS_URL, SELECTED_STORES, delete_redis_keys, require_server
 from conveyor import Conveyor, JobState, StoreError
 from conveyor.backends import open_backend
-from conveyor.backends.base import PruneParams
+from conveyor.backends.base import PruneParams, WorkerInfo
 from conveyor.backends.redis.backend import SCHEMA_VERSION
 
 from .factory import claim_one, get, insert, insert_one, new_job, outcome
@@ -174,3 +174,20 @@ def test_pruned_jobs_leave_no_keys_behind(prefix, client):
         if not key.endswith((":meta", ":queues"))
     }
     assert leftovers == {}
+
+
+def test_the_worker_registry_is_two_store_keys_that_forget_and_prune_empty(prefix, client):
+    store = open_backend(url_for(prefix))
+    store.open()
+    try:
+        for n in range(3):
+            entry = WorkerInfo(f"w{n}", "worker", "h", n, ("mail",), 1, 10.0, 10.0 + n)
+            store.worker_beat(entry, ttl=5.0)
+        registry = sorted(k for k in client.scan_iter(match=f"*{prefix}*") if "worker" in k)
+        assert registry == [f"{{{prefix}}}:workers", f"{{{prefix}}}:workers_expiry"]
+        assert {hash_tag(key) for key in registry} == {prefix}  # one slot: MULTI works
+        store.worker_forget("w2")
+        assert store.worker_prune(100.0) == 2
+    finally:
+        store.close()
+    assert [k for k in client.scan_iter(match=f"*{prefix}*") if "worker" in k] == []

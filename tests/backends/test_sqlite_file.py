@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends import open_backend
-from conveyor.backends.sqlite.backend import path_from_url
+from conveyor.backends.base import WorkerInfo
+from conveyor.backends.sqlite.backend import SCHEMA_VERSION, path_from_url
 from conveyor.model.errors import StoreError
 from conveyor.model.states import JobState
 
@@ -94,6 +95,33 @@ def test_a_newer_schema_version_is_refused_with_upgrade_advice(backend, file_sto
         ).fetchone()
     conn.close()
     assert version == "999"
+
+
+def test_a_version_1_store_is_upgraded_on_open_and_keeps_its_jobs(file_store):
+    _, url_for = file_store
+    url = url_for("old.db")
+    store = open_backend(url)
+    store.open()
+    try:
+        (job,) = insert(store, new_job())
+    finally:
+        store.close()
+    with sqlite3.connect(path_from_url(url)) as conn:  # as version 1 left it
+        conn.execute("DROP TABLE conveyor_workers")
+        conn.execute("UPDATE conveyor_meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+
+    upgraded = open_backend(url)
+    upgraded.open(migrate=True)
+    try:
+        assert SCHEMA_VERSION == 2
+        assert upgraded.schema_version() == SCHEMA_VERSION
+        assert get(upgraded, job.id) == job
+        entry = WorkerInfo("w1", "worker", "h", 1, ("default",), 1, 10.0, 10.0)
+        upgraded.worker_beat(entry, ttl=5.0)
+        assert upgraded.worker_list(12.0) == [entry]
+    finally:
+        upgraded.close()
 
 
 def test_reopening_a_store_keeps_its_jobs(file_store):

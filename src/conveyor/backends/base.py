@@ -119,6 +119,30 @@ class QueueStats:
         return None if done == 0 else self.counts.get("failed", 0) / done
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker process as it last reported itself (the registry)."""
+
+    id: str
+    """The worker id (`Worker.worker_id`)."""
+    kind: str
+    """"supervisor" or "worker"."""
+    hostname: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    started_at: float
+    heartbeat_at: float
+    jobs_done: int = 0
+    current_jobs: tuple[str, ...] = ()
+    """Ids of the jobs it runs now."""
+    rss_mb: float | None = None
+    parent_id: str | None = None
+    """A supervisor's child names its supervisor."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON, e.g. autoscaling decisions."""
+
+
 class Backend(Protocol):
     """One store. Methods are synchronous and thread-safe; the engine calls them off-loop."""
 
@@ -197,3 +221,17 @@ class Backend(Protocol):
 
     def queue_stats(self, now: float, name: str | None = None) -> list[QueueStats]:
         """Every known queue (or one), sorted by name."""
+
+    # workers --------------------------------------------------------------------------
+    def worker_beat(self, info: WorkerInfo, ttl: float) -> None:
+        """Insert or replace this worker's entry; it counts as live until
+        `info.heartbeat_at + ttl`."""
+
+    def worker_list(self, now: float) -> list[WorkerInfo]:
+        """Live entries (expiry after `now`), sorted by (hostname, started_at, id)."""
+
+    def worker_forget(self, worker_id: str) -> None:
+        """Remove an entry (a clean exit); an unknown id is a no-op."""
+
+    def worker_prune(self, now: float) -> int:
+        """Delete the entries that expired by `now`; return how many."""

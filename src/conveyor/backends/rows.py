@@ -6,7 +6,7 @@ columns arrive as text (SQLite, Redis) or already parsed (PostgreSQL), so caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -14,7 +14,7 @@ import orjson
 from ..model.errors import InvalidTransition, JobNotFound
 from ..model.job import AttemptError, JobRecord
 from ..model.states import JobState
-from .base import QueueStats
+from .base import QueueStats, WorkerInfo
 
 LoadJson = Callable[[Any], Any]
 
@@ -97,3 +97,37 @@ def queue_stats_from(
             )
         )
     return stats
+
+
+def worker_info_json(info: WorkerInfo) -> str:
+    """A worker's registry entry as the JSON text every store keeps (tuples become lists)."""
+    return orjson.dumps(info).decode()
+
+
+def worker_info_from_json(text: str | bytes) -> WorkerInfo:
+    """The WorkerInfo that `worker_info_json` wrote; optional fields may be absent."""
+    d = orjson.loads(text)
+    rss_mb = d.get("rss_mb")
+    return WorkerInfo(
+        id=d["id"],
+        kind=d["kind"],
+        hostname=d["hostname"],
+        pid=int(d["pid"]),
+        queues=tuple(d["queues"]),
+        concurrency=int(d["concurrency"]),
+        started_at=float(d["started_at"]),
+        heartbeat_at=float(d["heartbeat_at"]),
+        jobs_done=int(d.get("jobs_done", 0)),
+        current_jobs=tuple(d.get("current_jobs", ())),
+        rss_mb=None if rss_mb is None else float(rss_mb),
+        parent_id=d.get("parent_id"),
+        stats=d.get("stats") or {},
+    )
+
+
+def workers_from_json(texts: Iterable[str | bytes | None]) -> list[WorkerInfo]:
+    """Registry entries in the protocol's order, (hostname, started_at, id); None (an entry
+    deleted while it was being read) is skipped."""
+    found = [worker_info_from_json(text) for text in texts if text is not None]
+    found.sort(key=lambda w: (w.hostname, w.started_at, w.id))
+    return found

@@ -19,6 +19,7 @@ from .jobs_cmd import jobs
 from .migrate_cmd import migrate
 from .queues_cmd import queues
 from .worker_cmd import worker
+from .workers_cmd import workers
 
 EXPLICIT = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
@@ -44,6 +45,7 @@ cli.add_command(worker)
 cli.add_command(enqueue)
 cli.add_command(jobs)
 cli.add_command(queues)
+cli.add_command(workers)
 cli.add_command(migrate)
 
 from .bench_cmd import bench  # noqa: E402 -- written separately; registered like the others

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..backends.base import QueueStats
+from ..backends.base import QueueStats, WorkerInfo
 from ..model.job import JobRecord
 from ..model.states import JobState
 
@@ -62,23 +62,26 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 86400}d {whole % 86400 // 3600}h"
 
 
+def span(seconds: float) -> str:
+    """A length of time in its largest whole unit: 5 -> "5s", 200 -> "3m", 7300 -> "2h"."""
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h"
+    return f"{seconds // 86400:.0f}d"
+
+
 def relative(ts: float | None, now: float) -> str:
     """How long ago ("3s ago") or ahead ("in 5m"); coarse, for reading at a glance."""
     if ts is None:
         return "-"
     delta = now - ts
-    span = abs(delta)
-    if span < 1:
+    if abs(delta) < 1:
         return "now"
-    if span < 60:
-        amount = f"{span:.0f}s"
-    elif span < 3600:
-        amount = f"{span // 60:.0f}m"
-    elif span < 86400:
-        amount = f"{span // 3600:.0f}h"
-    else:
-        amount = f"{span // 86400:.0f}d"
-    return f"{amount} ago" if delta > 0 else f"in {amount}"
+    return f"{span(delta)} ago" if delta > 0 else f"in {span(delta)}"
 
 
 def when(ts: float | None, now: float) -> str:
@@ -241,3 +244,71 @@ def queue_detail(s: QueueStats, now: float) -> list[str]:
         ("error rate", rate),
     ]
     return [f"{name:<22} {value}" for name, value in fields]
+
+
+# workers ------------------------------------------------------------------------------------
+def worker_tree(workers: Sequence[WorkerInfo]) -> list[tuple[int, WorkerInfo]]:
+    """(depth, worker) in display order: each supervisor followed by its live children.
+
+    A child whose supervisor is not listed (gone, or its entry expired) stands on its own.
+    """
+    live = {w.id for w in workers}
+    children: dict[str, list[WorkerInfo]] = {}
+    for w in workers:
+        if w.parent_id in live and w.parent_id != w.id:
+            children.setdefault(w.parent_id, []).append(w)
+    ordered: list[tuple[int, WorkerInfo]] = []
+    seen: set[str] = set()
+
+    def visit(w: WorkerInfo, depth: int) -> None:
+        if w.id in seen:
+            return
+        seen.add(w.id)
+        ordered.append((depth, w))
+        for child in children.get(w.id, ()):
+            visit(child, depth + 1)
+
+    for w in workers:
+        if w.parent_id not in live or w.parent_id == w.id:
+            visit(w, 0)
+    for w in workers:  # only entries in a cycle of parents are left
+        visit(w, 0)
+    return ordered
+
+
+WORKER_HEADERS = (
+    "ID",
+    "KIND",
+    "HOST",
+    "PID",
+    "QUEUES",
+    "CONC",
+    "DONE",
+    "RUNNING",
+    "RSS MB",
+    "UP",
+    "LAST BEAT",
+)
+_WORKER_NUMBERS = {"PID", "CONC", "DONE", "RUNNING", "RSS MB", "UP", "LAST BEAT"}
+
+
+def workers_table(tree: Iterable[tuple[int, WorkerInfo]], now: float) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for header in WORKER_HEADERS:
+        right = header in _WORKER_NUMBERS
+        table.add_column(header, no_wrap=True, justify="right" if right else "left")
+    for depth, w in tree:
+        table.add_row(
+            Text(("  " * (depth - 1) + "└ " if depth else "") + w.id),
+            Text(w.kind, style="bold" if w.kind == "supervisor" else ""),
+            Text(w.hostname),
+            str(w.pid),
+            Text(",".join(w.queues)),
+            str(w.concurrency),
+            str(w.jobs_done),
+            str(len(w.current_jobs)),
+            "-" if w.rss_mb is None else f"{w.rss_mb:.0f}",
+            span(max(0.0, now - w.started_at)),
+            f"{span(max(0.0, now - w.heartbeat_at))} ago",
+        )
+    return table

@@ -33,8 +33,16 @@ from ..base import (
     QueueStats,
     ReleaseParams,
     RescueResult,
+    WorkerInfo,
 )
-from ..rows import error_json, queue_stats_from, record_from_row, refusal
+from ..rows import (
+    error_json,
+    queue_stats_from,
+    record_from_row,
+    refusal,
+    worker_info_json,
+    workers_from_json,
+)
 from ..sqlfile import load_migrations, load_queries
 from .listener import Listener
 
@@ -481,6 +489,34 @@ class PostgresBackend:
             cur.execute(self._q["queue_recent"], args)
             recent = {row["queue"]: row for row in cur.fetchall()}
         return queue_stats_from(queues, counts, oldest, recent)
+
+    # workers ------------------------------------------------------------------------------
+    def worker_beat(self, info: WorkerInfo, ttl: float) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._q["worker_beat"],
+                {
+                    "id": info.id,
+                    "info": worker_info_json(info),
+                    "heartbeat_at": info.heartbeat_at,
+                    "expires_at": info.heartbeat_at + ttl,
+                },
+            )
+
+    def worker_list(self, now: float) -> list[WorkerInfo]:
+        with self._tx() as cur:
+            cur.execute(self._q["worker_list"], {"now": now})
+            rows = cur.fetchall()
+        return workers_from_json(r["info"] for r in rows)
+
+    def worker_forget(self, worker_id: str) -> None:
+        with self._tx() as cur:
+            cur.execute(self._q["worker_forget"], {"id": worker_id})
+
+    def worker_prune(self, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute(self._q["worker_prune"], {"now": now})
+            return cur.rowcount
 
 
 def _only_comments(statement: str) -> bool:

@@ -297,3 +297,19 @@ FROM {schema}.jobs_done
 WHERE state IN ('completed', 'failed') AND finished_at >= %(hour_ago)s
   AND (%(name)s::text IS NULL OR queue = %(name)s)
 GROUP BY queue;
+
+-- name: worker_beat
+INSERT INTO {schema}.workers (id, info, heartbeat_at, expires_at)
+VALUES (%(id)s, %(info)s::jsonb, %(heartbeat_at)s, %(expires_at)s)
+ON CONFLICT (id) DO UPDATE SET
+    info = excluded.info, heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at;
+
+-- name: worker_list
+-- As text: every store parses the entry with the same helper.
+SELECT info::text AS info FROM {schema}.workers WHERE expires_at > %(now)s;
+
+-- name: worker_forget
+DELETE FROM {schema}.workers WHERE id = %(id)s;
+
+-- name: worker_prune
+DELETE FROM {schema}.workers WHERE expires_at <= %(now)s;

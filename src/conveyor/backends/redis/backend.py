@@ -35,8 +35,16 @@ from ..base import (
     QueueStats,
     ReleaseParams,
     RescueResult,
+    WorkerInfo,
 )
-from ..rows import error_json, queue_stats_from, record_from_row, refusal
+from ..rows import (
+    error_json,
+    queue_stats_from,
+    record_from_row,
+    refusal,
+    worker_info_json,
+    workers_from_json,
+)
 from .keys import QueueKeys, StoreKeys, split_url
 from .waiter import Waiter
 
@@ -532,3 +540,40 @@ class RedisBackend:
                 "avg_run": float(figures[11]) if figures[11] else None,
             }
         return queue_stats_from(paused, counts, oldest, recent)
+
+    # workers ------------------------------------------------------------------------------
+    # The registry is two store-wide keys (one slot): a hash of entries and a sorted set of
+    # their expiry times. Changes to both are MULTI transactions; no script is needed.
+    def worker_beat(self, info: WorkerInfo, ttl: float) -> None:
+        pipe = self._redis().pipeline(transaction=True)
+        pipe.hset(self.keys.workers, info.id, worker_info_json(info))
+        pipe.zadd(self.keys.workers_expiry, {info.id: info.heartbeat_at + ttl})
+        pipe.execute()
+
+    def worker_list(self, now: float) -> list[WorkerInfo]:
+        ids = self._redis().zrangebyscore(self.keys.workers_expiry, "(" + _num(now), "+inf")
+        if not ids:
+            return []
+        return workers_from_json(self._redis().hmget(self.keys.workers, ids))
+
+    def worker_forget(self, worker_id: str) -> None:
+        pipe = self._redis().pipeline(transaction=True)
+        pipe.hdel(self.keys.workers, worker_id)
+        pipe.zrem(self.keys.workers_expiry, worker_id)
+        pipe.execute()
+
+    def worker_prune(self, now: float) -> int:
+        """Watches the expiry set, so that a worker beating meanwhile is not deleted."""
+
+        def prune(pipe: Any) -> int:
+            ids = pipe.zrangebyscore(self.keys.workers_expiry, "-inf", _num(now))
+            pipe.multi()
+            if ids:
+                pipe.hdel(self.keys.workers, *ids)
+                pipe.zrem(self.keys.workers_expiry, *ids)
+            return len(ids)
+
+        pruned: int = self._redis().transaction(
+            prune, self.keys.workers_expiry, value_from_callable=True
+        )
+        return pruned

@@ -2,7 +2,7 @@
 
 Every key of one queue carries the hash tag `{<prefix>:<queue>}`, so a script that changes
 a queue touches one Redis Cluster slot. The store-wide keys (job id -> queue index, queue
-names, schema version) share the tag `{<prefix>}`.
+names, schema version, the worker registry) share the tag `{<prefix>}`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,16 @@ class StoreKeys:
     @property
     def meta(self) -> str:
         return "{" + self.prefix + "}:meta"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker id -> its registry entry (WorkerInfo as JSON)."""
+        return "{" + self.prefix + "}:workers"
+
+    @property
+    def workers_expiry(self) -> str:
+        """Sorted set: worker id scored by the time its entry expires."""
+        return "{" + self.prefix + "}:workers_expiry"
 
     @property
     def wake_channel(self) -> str:

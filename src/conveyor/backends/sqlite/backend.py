@@ -31,8 +31,16 @@ from ..base import (
     QueueStats,
     ReleaseParams,
     RescueResult,
+    WorkerInfo,
 )
-from ..rows import error_json, queue_stats_from, record_from_row, refusal
+from ..rows import (
+    error_json,
+    queue_stats_from,
+    record_from_row,
+    refusal,
+    worker_info_json,
+    workers_from_json,
+)
 from ..sqlfile import load_migrations, load_queries
 from .wake import WakeChannel
 
@@ -424,6 +432,32 @@ class SQLiteBackend:
         finally:
             conn.execute("COMMIT")
         return queue_stats_from(queues, counts, oldest, recent)
+
+    # workers ------------------------------------------------------------------------------
+    def worker_beat(self, info: WorkerInfo, ttl: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                _Q["worker_beat"],
+                {
+                    "id": info.id,
+                    "info": worker_info_json(info),
+                    "heartbeat_at": info.heartbeat_at,
+                    "expires_at": info.heartbeat_at + ttl,
+                },
+            )
+
+    def worker_list(self, now: float) -> list[WorkerInfo]:
+        rows = self._conn().execute(_Q["worker_list"], {"now": now}).fetchall()
+        return workers_from_json(r["info"] for r in rows)
+
+    def worker_forget(self, worker_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(_Q["worker_forget"], {"id": worker_id})
+
+    def worker_prune(self, now: float) -> int:
+        with self._write() as conn:
+            cursor = conn.execute(_Q["worker_prune"], {"now": now})
+        return cursor.rowcount
 
 
 def _refusal(conn: sqlite3.Connection, job_id: str, rule: str) -> Exception:

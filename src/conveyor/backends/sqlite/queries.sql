@@ -171,3 +171,18 @@ FROM conveyor_jobs
 WHERE state IN ('completed', 'failed') AND finished_at >= :hour_ago
   AND (:name IS NULL OR queue = :name)
 GROUP BY queue;
+
+-- name: worker_beat
+INSERT INTO conveyor_workers (id, info, heartbeat_at, expires_at)
+VALUES (:id, :info, :heartbeat_at, :expires_at)
+ON CONFLICT (id) DO UPDATE SET
+    info = excluded.info, heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at;
+
+-- name: worker_list
+SELECT info FROM conveyor_workers WHERE expires_at > :now;
+
+-- name: worker_forget
+DELETE FROM conveyor_workers WHERE id = :id;
+
+-- name: worker_prune
+DELETE FROM conveyor_workers WHERE expires_at <= :now;
