@@ -101,6 +101,7 @@ def _hard_exit(code: int) -> None:
 @click.option("--worker-id", hidden=True)
 @click.option("--report-fd", type=int, hidden=True)
 @click.option("--parent-pid", type=int, hidden=True)
+@click.option("--supervisor-id", hidden=True)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -118,6 +119,7 @@ def worker(
     worker_id: str | None,
     report_fd: int | None,
     parent_pid: int | None,
+    supervisor_id: str | None,
 ) -> None:
     """Run the jobs of APP (module:attribute naming your Conveyor app).
 
@@ -169,6 +171,7 @@ def worker(
         worker_id=worker_id,
         observer=reporter,
         recycling=Recycling(max_jobs, max_age, max_rss_mb, parent_pid),
+        supervisor_id=supervisor_id,
     )
     if reporter is not None:
         reporter.hello(runner.worker_id)

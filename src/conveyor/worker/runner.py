@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
-from ..backends.base import ClaimParams, HeartbeatParams, Outcome, ReleaseParams
+from ..backends.base import ClaimParams, HeartbeatParams, Outcome, ReleaseParams, WorkerInfo
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from ..model.job import JobRecord
@@ -78,6 +78,7 @@ class Worker:
         worker_id: str | None = None,
         observer: JobObserver | None = None,
         recycling: Recycling | None = None,
+        supervisor_id: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -91,6 +92,8 @@ class Worker:
         self.settings = app.settings
         self.jobs_done = 0
         self.stop_reason: str | None = None
+        self.supervisor_id = supervisor_id
+        self.started_at = time.time()
         self._observer = observer
         self._recycling = recycling or Recycling()
         self._running: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
@@ -190,6 +193,7 @@ class Worker:
             ",".join(self.queues),
             self.concurrency,
         )
+        await self._register()
         completer = loop.create_task(self._completer.run())
         self._maintenance = loop.create_task(self._maintenance_loop())
         services = [loop.create_task(self._heartbeat_loop()), self._maintenance]
@@ -210,6 +214,8 @@ class Worker:
             await asyncio.wait([completer], timeout=10)
             for pool in (self._store_pool, self._ack_pool, self._wait_pool, self._job_pool):
                 pool.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(Exception):  # else it expires from the registry
+                backend.worker_forget(self.worker_id)
             self._loop = None
             log.info("worker %s stopped after %d jobs", self.worker_id, self.jobs_done)
 
@@ -359,10 +365,36 @@ class Worker:
         fut.add_done_callback(_log_failure)
 
     # services -----------------------------------------------------------------------------
+    def worker_info(self) -> WorkerInfo:
+        """How this worker describes itself in the registry (`conveyor workers`)."""
+        return WorkerInfo(
+            id=self.worker_id,
+            kind="worker",
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+            started_at=self.started_at,
+            heartbeat_at=time.time(),
+            jobs_done=self.jobs_done,
+            current_jobs=tuple(self._running),
+            rss_mb=psutil.Process().memory_info().rss / 2**20,
+            parent_id=self.supervisor_id,
+        )
+
+    async def _register(self) -> None:
+        """Beat into the worker registry; an entry outlives three missed heartbeats."""
+        ttl = self.settings.lease_seconds + 1.0
+        try:
+            await self._store(self._backend.worker_beat, self.worker_info(), ttl)
+        except Exception:
+            log.exception("could not update the worker registry; will retry")
+
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
+            await self._register()
             ids = tuple(self._running)
             if not ids:
                 continue
@@ -417,6 +449,7 @@ class Worker:
             await asyncio.sleep(settings.rescue_interval)
             try:
                 await self._store(rescue_expired, self._backend)
+                await self._store(self._backend.worker_prune, time.time())
                 if time.monotonic() - last_compact >= settings.compact_interval:
                     last_compact = time.monotonic()
                     await self._store(self._backend.store_compact)

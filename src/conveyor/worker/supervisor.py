@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psutil
 
-from ..backends.base import Outcome, ReleaseParams
+from ..backends.base import Outcome, ReleaseParams, WorkerInfo
 from ..model.states import JobState
 from .autoscale import Autoscaler, ScalePolicy
 from .executor import failure_outcome
@@ -48,6 +48,8 @@ HARD_TIMEOUT_MARGIN = 2.0
 """A job still running this long after its timeout gets its child killed: the child's own
 timeout (cancelling async handlers, stopping sync ones at their next check) goes first."""
 RSS_CHECK_INTERVAL = 0.5
+REGISTRY_INTERVAL = 2.0
+"""Seconds between the supervisor's beats in the worker registry."""
 MAX_START_FAILURES = 5
 """Children that die before they start, in a row, after which the supervisor gives up."""
 STABLE_AFTER = 10.0
@@ -67,7 +69,7 @@ class ChildSpec:
     soft_rss_mb: float | None = None
     hard_rss_mb: float | None = None
 
-    def command(self, worker_id: str, report_fd: int) -> list[str]:
+    def command(self, worker_id: str, report_fd: int, supervisor_id: str) -> list[str]:
         argv = [sys.executable, "-m", "conveyor"]
         if self.url is not None:
             argv += ["--url", self.url]
@@ -81,7 +83,7 @@ class ChildSpec:
         if self.soft_rss_mb is not None:
             argv += ["--max-rss-mb", repr(self.soft_rss_mb)]
         argv += ["--worker-id", worker_id, "--report-fd", str(report_fd)]
-        argv += ["--parent-pid", str(os.getpid())]
+        argv += ["--parent-pid", str(os.getpid()), "--supervisor-id", supervisor_id]
         return argv
 
 
@@ -126,6 +128,10 @@ class Supervisor:
         self.app = app
         self.spec = spec
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.queues: tuple[str, ...] = spec.queues or tuple(
+            sorted({t.defaults.queue for t in app.tasks.values()}) or ["default"]
+        )
+        """The children's queues (as a worker without -q would choose them)."""
         self.children: dict[int, Child] = {}
         self.retiring: list[Child] = []
         """Children told to stop (recycling, scale-down, shutdown) that have not exited yet."""
@@ -141,6 +147,8 @@ class Supervisor:
         self._signals = 0
         self._shutdown_started: float | None = None
         self._last_rss_check = 0.0
+        self._last_beat = 0.0
+        self.started_at = time.time()
 
     # public -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -161,6 +169,8 @@ class Supervisor:
                 if child.proc.poll() is None:
                     child.proc.kill()
             self._selector.close()
+            with contextlib.suppress(Exception):  # else it expires from the registry
+                self.app.backend.worker_forget(self.id)
 
     # main loop ----------------------------------------------------------------------------
     def _loop(self) -> int:
@@ -188,6 +198,7 @@ class Supervisor:
             self._enforce_memory(now)
             self._scale(now)
             self._fill_slots(now)
+            self._beat(now)
 
     def _all_children(self) -> list[Child]:
         return [*self.children.values(), *self.retiring]
@@ -235,7 +246,9 @@ class Supervisor:
         worker_id = f"{self.id}/{slot}.{self._generation}"
         reader, writer = os.pipe()
         try:
-            proc = subprocess.Popen(self.spec.command(worker_id, writer), pass_fds=(writer,))
+            proc = subprocess.Popen(
+                self.spec.command(worker_id, writer, self.id), pass_fds=(writer,)
+            )
         finally:
             os.close(writer)
         os.set_blocking(reader, False)
@@ -456,6 +469,39 @@ class Supervisor:
                     del self.children[child.slot]
                     self.retiring.append(child)
 
+    # registry -----------------------------------------------------------------------------
+    def _beat(self, now: float) -> None:
+        if now - self._last_beat < REGISTRY_INTERVAL:
+            return
+        self._last_beat = now
+        info = WorkerInfo(
+            id=self.id,
+            kind="supervisor",
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.spec.concurrency,
+            started_at=self.started_at,
+            heartbeat_at=now,
+            current_jobs=tuple(job for c in self.children.values() for job in c.held),
+            rss_mb=psutil.Process().memory_info().rss / 2**20,
+            stats={
+                "processes": len(self.children),
+                "target": self.target,
+                "min_processes": self.autoscaler.min_processes,
+                "max_processes": self.autoscaler.max_processes,
+                "children": [
+                    {"slot": c.slot, "pid": c.proc.pid, "worker": c.worker_id, "rss_mb": c.rss_mb}
+                    for c in self.children.values()
+                ],
+                "scaling": list(self.autoscaler.decisions),
+            },
+        )
+        try:
+            self.app.backend.worker_beat(info, 5 * REGISTRY_INTERVAL)
+        except Exception:
+            log.exception("could not update the worker registry; will retry")
+
     # autoscaling --------------------------------------------------------------------------
     def _scale(self, now: float) -> None:
         busy = sum(len(c.held) for c in self.children.values())
@@ -471,8 +517,7 @@ class Supervisor:
 
     def _queue_figures(self) -> tuple[int, float | None]:
         """(jobs waiting, age of the oldest) over the children's queues."""
-        names = set(self.spec.queues or {t.defaults.queue for t in self.app.tasks.values()})
-        stats = [s for s in self.app.queue_stats() if s.name in (names or {"default"})]
+        stats = [s for s in self.app.queue_stats() if s.name in self.queues]
         waiting = sum(s.counts.get("queued", 0) for s in stats)
         oldest = [s.oldest_queued_at for s in stats if s.oldest_queued_at is not None]
         return waiting, (time.time() - min(oldest)) if oldest else None
