@@ -131,6 +131,7 @@ def test_an_unreachable_server_fails_fast_naming_host_and_port():
         ("redis://", "bad Redis URL"),
         ("redis://127.0.0.1:6379/0?prefix=", "bad prefix"),
         ("redis://127.0.0.1:6379/0?prefix=a{b}", "bad prefix"),
+        ("redis://127.0.0.1:6379/0?prefix=a:b", "bad prefix"),
     ],
 )
 def test_a_bad_url_is_refused_with_what_to_write(url, problem):

@@ -59,6 +59,8 @@ SWEEP_LIMIT = 1000
 """Rescue and prune handle at most this many jobs per script call, then call again."""
 LIST_SCAN = 2000
 """Ids a listing script looks at per call while filtering."""
+MAX_PRIORITY = 2**53
+"""Priorities are sorted-set scores (doubles): beyond this, neighbours would compare equal."""
 STATS_SAMPLE = 1000
 """Recent finished jobs per queue that the wait and run averages are taken over."""
 
@@ -274,6 +276,12 @@ class RedisBackend:
             client=self._redis(),
         )
         elsewhere = self._jobs_elsewhere(queue, dict(zip(taken[::2], taken[1::2], strict=True)))
+        for job in jobs:
+            if abs(job.priority) > MAX_PRIORITY:
+                raise StoreError(
+                    f"priority {job.priority} is out of range for the Redis store "
+                    f"(-{MAX_PRIORITY} to {MAX_PRIORITY}): sorted-set scores are doubles"
+                )
         stored = [
             (job, at) for job, at in zip(jobs, positions, strict=True) if job.id not in elsewhere
         ]
@@ -354,6 +362,8 @@ class RedisBackend:
         return rows
 
     def job_claim(self, params: ClaimParams) -> list[JobRecord]:
+        if params.limit < 1:
+            return []
         lease = _num(params.now + params.lease_seconds)
         if len(params.queues) == 1:
             shares = {params.queues[0]: params.limit}
@@ -414,6 +424,7 @@ class RedisBackend:
                 (job_id, bool(cancel))
                 for job_id, cancel in zip(answer[::2], answer[1::2], strict=True)
             )
+        self._forget_held(job_id for job_id in params.job_ids if job_id not in held)
         return held
 
     def job_release_many(self, params: ReleaseParams) -> None:

@@ -80,9 +80,9 @@ def split_url(url: str) -> tuple[str, str]:
             prefix = value
         else:
             kept.append((name, value))
-    if not prefix or any(c in prefix for c in "{}"):
+    if not prefix or any(c in prefix for c in "{}:"):
         raise StoreError(
-            f"bad prefix {prefix!r} in the Redis URL: use a non-empty name without braces"
+            f"bad prefix {prefix!r} in the Redis URL: use a non-empty name without braces or colons"
         )
     query = urllib.parse.urlencode(kept)
     return urllib.parse.urlunsplit(parsed._replace(query=query)), prefix

@@ -57,7 +57,7 @@ class Waiter:
                     remaining = 0.0  # drain what is already here: one claim serves them all
                 try:
                     message = pubsub.get_message(timeout=max(remaining, 0.0))
-                except (redis.RedisError, OSError, ValueError):
+                except Exception:
                     if self._closing:  # closed under us by close(): nothing to report
                         return False
                     # The subscription died (server restart, failover): start afresh on the

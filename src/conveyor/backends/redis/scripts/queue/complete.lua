@@ -8,7 +8,7 @@ for i = 4, #ARGV, 8 do
   local f = redis.call('HMGET', key, 'state', 'worker_id', 'attempt', 'cancel_requested')
   if f[1] == 'active' and f[2] == worker and f[3] == attempt then
     local err = optional(ARGV[i + 6])
-    if err then
+    if err and (kind == 'retry' or kind == 'failed') then
       append_error(key, err)
     end
     if kind == 'completed' then
@@ -20,7 +20,12 @@ for i = 4, #ARGV, 8 do
     elseif kind == 'retry' and f[4] ~= '1' then
       requeue(key, id, optional(ARGV[i + 7]) or at, at)
       woke = true
-    elseif kind == 'retry' or kind == 'cancelled' then
+    elseif kind == 'retry' then
+      -- a cancel arrived while the attempt ran: it ends cancelled instead of retrying
+      redis.call('HSET', key, 'run_at', optional(ARGV[i + 7]) or at)
+      redis.call('HDEL', key, 'worker_id')
+      finish(key, id, 'cancelled', at)
+    elseif kind == 'cancelled' then
       finish(key, id, 'cancelled', at)
     else
       finish(key, id, 'failed', at)

@@ -13,8 +13,11 @@ local first = redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', now, 'LIMIT', 0, 
 if first[2] then
   oldest = tonumber(first[2])
 end
+-- (At most 100 priority levels are looked at, so that a call stays short.)
 local head = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
-while head[1] do
+local levels = 0
+while head[1] and levels < 100 do
+  levels = levels + 1
   local run_at = tonumber(string.sub(head[1], 1, string.find(head[1], ':', 1, true) - 1))
   if not oldest or run_at < oldest then
     oldest = run_at
