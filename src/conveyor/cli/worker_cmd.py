@@ -139,6 +139,10 @@ def worker(
         raise click.UsageError("--burst runs one process: leave out -p/--min/--max-processes")
     if hard_rss_mb is not None and not supervised and report_fd is None:
         raise click.UsageError("--hard-rss-mb needs a supervisor: add -p N")
+    low = min_processes or max(processes, 1)
+    high = max_processes or max(processes, low)
+    if low > high:
+        raise click.UsageError(f"--min-processes {low} is more than --max-processes {high}")
     setup_logging()
     app.backend  # noqa: B018 -- open the store now: a bad URL fails before the worker starts
     log.info(
@@ -147,10 +151,6 @@ def worker(
     if not app.tasks:
         log.warning("%s registers no tasks: every job it claims will fail", app_spec)
     if supervised:
-        low = min_processes or max(processes, 1)
-        high = max_processes or max(processes, low)
-        if low > high:
-            raise click.UsageError(f"--min-processes {low} is more than --max-processes {high}")
         spec = ChildSpec(
             app_spec=app_spec,
             url=state.url if state.url_explicit else None,
@@ -173,8 +173,6 @@ def worker(
         recycling=Recycling(max_jobs, max_age, max_rss_mb, parent_pid),
         supervisor_id=supervisor_id,
     )
-    if reporter is not None:
-        reporter.hello(runner.worker_id)
     try:
         runner.run_until_stopped(supervised=reporter is not None)
     except BaseException as exc:

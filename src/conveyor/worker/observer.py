@@ -15,10 +15,13 @@ import orjson
 
 
 class JobObserver(Protocol):
-    def job_started(self, job_id: str, deadline: float | None) -> None:
+    def worker_started(self, worker_id: str) -> None:
+        """The worker opened its store and handles signals: it is about to claim."""
+
+    def job_started(self, job_id: str, attempt: int, deadline: float | None) -> None:
         """An attempt began; `deadline` (Unix time) is when its timeout passes, if it has one."""
 
-    def job_ended(self, job_id: str) -> None:
+    def job_ended(self, job_id: str, attempt: int) -> None:
         """The attempt's handler returned (for a sync handler: its thread is free again)."""
 
     def worker_recycling(self, reason: str) -> None:
@@ -43,14 +46,14 @@ class ChildReporter:
             except OSError:
                 self._broken = True  # the supervisor is gone: the parent watch stops us
 
-    def hello(self, worker_id: str) -> None:
+    def worker_started(self, worker_id: str) -> None:
         self._send({"ev": "hello", "worker": worker_id, "pid": os.getpid()})
 
-    def job_started(self, job_id: str, deadline: float | None) -> None:
-        self._send({"ev": "start", "job": job_id, "deadline": deadline})
+    def job_started(self, job_id: str, attempt: int, deadline: float | None) -> None:
+        self._send({"ev": "start", "job": job_id, "attempt": attempt, "deadline": deadline})
 
-    def job_ended(self, job_id: str) -> None:
-        self._send({"ev": "end", "job": job_id})
+    def job_ended(self, job_id: str, attempt: int) -> None:
+        self._send({"ev": "end", "job": job_id, "attempt": attempt})
 
     def worker_recycling(self, reason: str) -> None:
         self._send({"ev": "recycling", "reason": reason})

@@ -194,6 +194,8 @@ class Worker:
             self.concurrency,
         )
         await self._register()
+        if self._observer is not None:
+            self._observer.worker_started(self.worker_id)
         completer = loop.create_task(self._completer.run())
         self._maintenance = loop.create_task(self._maintenance_loop())
         services = [loop.create_task(self._heartbeat_loop()), self._maintenance]
@@ -320,7 +322,8 @@ class Worker:
         ctx = JobContext(job, self._report_progress)
         if self._observer is not None:
             timeout = self._executor.timeout_of(job)
-            self._observer.job_started(job.id, None if timeout is None else time.time() + timeout)
+            deadline = None if timeout is None else time.time() + timeout
+            self._observer.job_started(job.id, job.attempt, deadline)
         task = self._loop.create_task(self._execute(ctx))
         self._running[job.id] = (task, ctx)
 
@@ -337,7 +340,7 @@ class Worker:
             if self._running.get(ctx.id, (None, None))[1] is ctx:  # not a newer attempt
                 del self._running[ctx.id]
             if self._observer is not None and not ctx.orphaned:
-                self._observer.job_ended(ctx.id)
+                self._observer.job_ended(ctx.id, ctx.attempt)
             self.jobs_done += 1
             max_jobs = self._recycling.max_jobs
             if max_jobs is not None and self.jobs_done >= max_jobs:
@@ -347,7 +350,7 @@ class Worker:
     def _orphan_done(self, ctx: JobContext) -> None:
         """(From the handler's thread) a sync handler that outlived its job returned."""
         if self._observer is not None:
-            self._observer.job_ended(ctx.id)
+            self._observer.job_ended(ctx.id, ctx.attempt)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._slot_freed)
 

@@ -53,6 +53,9 @@ REGISTRY_INTERVAL = 2.0
 MAX_START_FAILURES = 5
 """Children that die before they start, in a row, after which the supervisor gives up."""
 STABLE_AFTER = 10.0
+MEMORY_KILLS_PER_ATTEMPT = 2
+"""A job running in this many children killed over the hard memory limit fails that attempt
+(the retry policy applies) instead of being released again."""
 """A child that lived this long resets its slot's crash backoff."""
 
 
@@ -94,8 +97,8 @@ class Child:
     proc: subprocess.Popen[bytes]
     reader: int
     started_at: float
-    held: dict[str, float | None] = field(default_factory=dict)
-    """Attempts running now: job id -> deadline (Unix time) or None."""
+    held: dict[tuple[str, int], float | None] = field(default_factory=dict)
+    """Attempts running now: (job id, attempt) -> deadline (Unix time) or None."""
     buffer: bytes = b""
     started: bool = False
     """It said hello: the app imported and the store opened."""
@@ -103,7 +106,7 @@ class Child:
     """Why we asked it to stop gracefully (it exits 0 when done)."""
     killed: str | None = None
     """Why we killed it."""
-    timed_out: set[str] = field(default_factory=set)
+    timed_out: set[tuple[str, int]] = field(default_factory=set)
     """Held jobs past their hard timeout when it was killed."""
     replaced: bool = False
     """A replacement was started already (it announced its recycling)."""
@@ -145,6 +148,11 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
         self._start_failures = 0
         self._signals = 0
+        """Signals received (by the handler, which only counts them)."""
+        self._signals_handled = 0
+        self._exit_code = 0
+        self._memory_kills: dict[str, int] = {}
+        """Job id -> how many children were killed over memory while running it."""
         self._shutdown_started: float | None = None
         self._last_rss_check = 0.0
         self._last_beat = 0.0
@@ -177,10 +185,11 @@ class Supervisor:
         while True:
             self._read_reports(TICK)
             self._reap()
-            if self._signals:
+            self._handle_signals()
+            if self._shutdown_started is not None:
                 if not self._all_children():
                     log.info("supervisor %s: every child has exited; bye", self.id)
-                    return 0
+                    return self._exit_code
                 self._bound_shutdown()
                 continue
             if self._start_failures >= MAX_START_FAILURES:
@@ -190,8 +199,8 @@ class Supervisor:
                     self.id,
                     self._start_failures,
                 )
-                self._stop_all("giving up")
-                self._signals = 1
+                self._exit_code = 1
+                self._begin_shutdown("giving up")
                 continue
             now = time.time()
             self._enforce_hard_timeouts(now)
@@ -205,22 +214,25 @@ class Supervisor:
 
     # signals and shutdown -----------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
+        """Only count: the loop acts on it between steps, never in the middle of one."""
         self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1:
-            log.warning(
-                "%s: stopping: children finish their active jobs (up to %g s), then exit",
-                name,
-                self.app.settings.grace_period,
-            )
-            self._shutdown_started = time.monotonic()
-            self._stop_all("shutdown")
-        else:
-            log.warning("%s: children skip the rest of their grace period", name)
-            for child in self._all_children():
-                self._signal(child, signal.SIGTERM)
 
-    def _stop_all(self, reason: str) -> None:
+    def _handle_signals(self) -> None:
+        while self._signals_handled < self._signals:
+            self._signals_handled += 1
+            if self._shutdown_started is None:
+                log.warning(
+                    "signal: stopping: children finish their active jobs (up to %g s), then exit",
+                    self.app.settings.grace_period,
+                )
+                self._begin_shutdown("shutdown")
+            else:
+                log.warning("signal again: children skip the rest of their grace period")
+                for child in self._all_children():
+                    self._signal(child, signal.SIGTERM)
+
+    def _begin_shutdown(self, reason: str) -> None:
+        self._shutdown_started = time.monotonic()
         for slot in list(self.children):
             self._retire(slot, reason)
 
@@ -302,15 +314,15 @@ class Supervisor:
     def _on_report(self, child: Child, event: dict[str, Any]) -> None:
         kind = event["ev"]
         if kind == "start":
-            child.held[event["job"]] = event["deadline"]
+            child.held[event["job"], event["attempt"]] = event["deadline"]
         elif kind == "end":
-            child.held.pop(event["job"], None)
+            child.held.pop((event["job"], event["attempt"]), None)
         elif kind == "hello":
             child.started = True
             self._start_failures = 0
         elif kind == "recycling":
             log.info("child %d recycles: %s", child.slot, event["reason"])
-            if self.children.get(child.slot) is child and not self._signals:
+            if self.children.get(child.slot) is child and self._shutdown_started is None:
                 # Its jobs finish in the background; a fresh child takes the slot now.
                 self.children.pop(child.slot)
                 child.stopping = event["reason"]
@@ -377,31 +389,33 @@ class Supervisor:
         outcomes: list[Outcome] = []
         release: list[str] = []
         queues: set[str] = set()
-        for job_id in list(child.held):
+        for job_id, attempt in list(child.held):
             record = backend.job_get(job_id)
             if record is None or record.state is not JobState.ACTIVE:
                 continue  # it ended before the child did
-            if record.worker_id != child.worker_id:
-                continue  # rescued and claimed again elsewhere
+            if record.worker_id != child.worker_id or record.attempt != attempt:
+                continue  # rescued and claimed again, or a newer attempt already ended
             queues.add(record.queue)
             task = self.app.tasks.get(record.task)
-            if job_id in child.timed_out:
+            memory_kills = self._memory_kills.get(job_id, 0)
+            if (job_id, attempt) in child.timed_out:
                 timeout = self._timeout_of(record.timeout, task)
                 message = (
                     f"TimeoutError: timed out after {timeout:g} s; the worker process "
                     "was killed (hard timeout)"
                 )
                 outcomes.append(failure_outcome(record, task, child.worker_id, message, None))
-            elif lost:
+            elif lost or memory_kills >= MEMORY_KILLS_PER_ATTEMPT:
+                # A job that keeps taking its child over the memory limit must not loop.
+                why = (
+                    "worker lost: its process died during the attempt"
+                    if lost
+                    else f"worker killed: over the hard memory limit {memory_kills} times "
+                    "while running this job"
+                )
+                self._memory_kills.pop(job_id, None)
                 outcomes.append(
-                    failure_outcome(
-                        record,
-                        task,
-                        child.worker_id,
-                        "worker lost: its process died during the attempt",
-                        None,
-                        delay=0.0,
-                    )
+                    failure_outcome(record, task, child.worker_id, why, None, delay=0.0)
                 )
             else:
                 release.append(job_id)
@@ -440,13 +454,14 @@ class Supervisor:
             if child.killed is not None:
                 continue
             late = {
-                job_id
-                for job_id, deadline in child.held.items()
+                held
+                for held, deadline in child.held.items()
                 if deadline is not None and now > deadline + HARD_TIMEOUT_MARGIN
             }
             if late:
                 child.timed_out = late
-                self._kill(child, f"job {', '.join(sorted(late))} overran its timeout")
+                names = ", ".join(sorted(job_id for job_id, _ in late))
+                self._kill(child, f"job {names} overran its timeout")
                 if self.children.get(child.slot) is child:
                     del self.children[child.slot]
                     self.retiring.append(child)
@@ -464,7 +479,9 @@ class Supervisor:
                 continue
             hard = self.spec.hard_rss_mb
             if hard is not None and child.rss_mb > hard:
-                self._kill(child, f"memory {child.rss_mb:.0f} MB over the hard limit {hard:g} MB")
+                for job_id, _ in child.held:
+                    self._memory_kills[job_id] = self._memory_kills.get(job_id, 0) + 1
+                self._kill(child, f"memory {child.rss_mb:.1f} MB over the hard limit {hard:g} MB")
                 if self.children.get(child.slot) is child:
                     del self.children[child.slot]
                     self.retiring.append(child)
@@ -483,7 +500,7 @@ class Supervisor:
             concurrency=self.spec.concurrency,
             started_at=self.started_at,
             heartbeat_at=now,
-            current_jobs=tuple(job for c in self.children.values() for job in c.held),
+            current_jobs=tuple(job for c in self.children.values() for job, _ in c.held),
             rss_mb=psutil.Process().memory_info().rss / 2**20,
             stats={
                 "processes": len(self.children),
