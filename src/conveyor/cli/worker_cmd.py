@@ -176,9 +176,13 @@ def worker(
     try:
         runner.run_until_stopped(supervised=reporter is not None)
     except BaseException as exc:
+        if reporter is not None:
+            reporter.flush()
         if runner.has_stuck_threads:
             click.echo(error_line(exc), err=True)
             _hard_exit(1)
         raise
+    if reporter is not None:
+        reporter.flush()  # the supervisor learns what ended before we exit
     if runner.has_stuck_threads:
         _hard_exit(0)

@@ -258,6 +258,9 @@ class Worker:
                 log.exception("claim failed; retrying")
                 await self._pause(min(5.0, 0.1 * 2**failures))
                 continue
+            if jobs and self._observer is not None:
+                # Told before any of them runs: a crash mid-job is then known at once.
+                self._observer.jobs_started([self._attempt_deadline(job) for job in jobs])
             for job in jobs:
                 self._start(job)
             if jobs:
@@ -317,13 +320,14 @@ class Worker:
         self._nudge.set()
 
     # one job ------------------------------------------------------------------------------
+    def _attempt_deadline(self, job: JobRecord) -> tuple[str, int, float | None]:
+        """(job id, attempt, when its timeout passes or None), for the observer."""
+        timeout = self._executor.timeout_of(job)
+        return job.id, job.attempt, None if timeout is None else time.time() + timeout
+
     def _start(self, job: JobRecord) -> None:
         assert self._loop
         ctx = JobContext(job, self._report_progress)
-        if self._observer is not None:
-            timeout = self._executor.timeout_of(job)
-            deadline = None if timeout is None else time.time() + timeout
-            self._observer.job_started(job.id, job.attempt, deadline)
         task = self._loop.create_task(self._execute(ctx))
         self._running[job.id] = (task, ctx)
 
