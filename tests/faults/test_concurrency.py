@@ -231,12 +231,18 @@ def test_sigkilled_worker_loses_nothing_and_only_its_jobs_run_again(workers, mak
     victim = procs[0]
 
     def frozen_holding_jobs() -> dict[str, JobRecord] | None:
-        """Stop the victim; if the store shows it holding jobs, leave it stopped."""
+        """Stop the victim; if the store shows it holding a job whose handler has started
+        there, leave it stopped (a claimed job may not have started yet: a kill then
+        interrupts nothing that ran)."""
         victim.send_signal(signal.SIGSTOP)
         wait_until(lambda: is_stopped(victim.pid), 5, what="the victim stopped")
         # more than concurrency each: finished jobs stay active until their outcome is written
         active = all_records(app, JobState.ACTIVE)
-        if any(worker_pid(r) == victim.pid for r in active.values()):
+        held = {i for i, r in active.items() if worker_pid(r) == victim.pid}
+        started_there = {
+            i for i, runs in fx.executions().items() if any(pid == victim.pid for _, pid in runs)
+        }
+        if held & started_there:
             return active
         victim.send_signal(signal.SIGCONT)
         return None
