@@ -1,14 +1,12 @@
-"""Real worker processes for fault tests: an app module in tmp_path, the CLI (or a fallback
-script doing what the CLI does), bounded waits, and the execution log the tasks append to."""
+"""Real worker processes for fault tests: an app module in tmp_path, the `conveyor worker`
+command, bounded waits, and the execution log the tasks append to."""
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,43 +62,6 @@ def block(seconds: float) -> float:
     return seconds
 '''
 
-# Used only when `python -m conveyor worker` is not available: what the CLI does.
-FALLBACK_SCRIPT = """
-import importlib
-import os
-import sys
-
-from conveyor import Worker
-
-url, spec, concurrency, burst = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-module, _, attr = spec.partition(":")
-app = getattr(importlib.import_module(module), attr)
-app.use_url(url)
-worker = Worker(app, concurrency=concurrency, burst=burst)
-worker.run_until_stopped()
-if worker.has_stuck_threads:
-    os._exit(0)
-"""
-
-
-@functools.cache
-def cli_ready() -> bool:
-    """True when `python -m conveyor worker` exists (it is written by another engineer).
-
-    CONVEYOR_FAULTS_NO_CLI=1 forces the fallback script.
-    """
-    if os.environ.get("CONVEYOR_FAULTS_NO_CLI") == "1":
-        return False
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "conveyor", "worker", "--help"],
-            capture_output=True,
-            timeout=30,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0 and b"--burst" in done.stdout
-
 
 @dataclass
 class Fixture:
@@ -116,15 +77,12 @@ class Fixture:
 
     def write_app(self) -> None:
         (self.tmp_path / "app_mod.py").write_text(APP_MODULE.format(url=self.url))
-        (self.tmp_path / "run_worker.py").write_text(textwrap.dedent(FALLBACK_SCRIPT))
 
     def command(self, concurrency: int = 20, burst: bool = False) -> list[str]:
-        if cli_ready():
-            cmd = [sys.executable, "-m", "conveyor", "--url", self.url, "worker", "app_mod:app"]
-            cmd += ["-c", str(concurrency)]
-            return [*cmd, "--burst"] if burst else cmd
-        script = str(self.tmp_path / "run_worker.py")
-        return [sys.executable, script, self.url, "app_mod:app", str(concurrency), str(int(burst))]
+        """The real `conveyor worker` on the app module."""
+        cmd = [sys.executable, "-m", "conveyor", "--url", self.url, "worker", "app_mod:app"]
+        cmd += ["-c", str(concurrency)]
+        return [*cmd, "--burst"] if burst else cmd
 
     def start(self, name: str, concurrency: int = 20, burst: bool = False) -> subprocess.Popen:
         env = dict(os.environ)

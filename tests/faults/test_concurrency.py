@@ -74,7 +74,6 @@ class ManyWorkers(Fixture):
     """How long each job stays active after it logged its run."""
 
     def write_app(self) -> None:
-        super().write_app()  # also the fallback runner, for when the CLI is missing
         source = APP_MODULE.format(url=self.url, lease=self.lease, rescue=self.rescue, nap=self.nap)
         (self.tmp_path / "app_mod.py").write_text(source)
 
