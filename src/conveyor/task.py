@@ -106,6 +106,7 @@ def build_new_job(
         key=options.key,
         timeout=options.timeout,
         backoff=stored_backoff(options.backoff),
+        custom_id=options.job_id is not None,
     )
 
 

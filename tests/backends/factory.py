@@ -49,6 +49,7 @@ def new_job(
         key=key,
         timeout=timeout,
         backoff=None if backoff is None else encode(backoff, what="backoff"),
+        custom_id=job_id is not None,
     )
 
 

@@ -47,6 +47,9 @@ class NewJob:
     key: str | None = None
     timeout: float | None = None
     backoff: bytes | None = None
+    custom_id: bool = False
+    """The caller chose the id (it may name an existing or long-finished job); ids Conveyor
+    generates are new by construction, which lets a store skip looking for them."""
 
     @property
     def state(self) -> JobState:

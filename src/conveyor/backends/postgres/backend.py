@@ -239,6 +239,7 @@ class PostgresBackend:
                     "backoff": None if j.backoff is None else orjson.Fragment(j.backoff),
                     "enqueued_at": j.enqueued_at,
                     "ord": i,
+                    "custom": j.custom_id,
                 }
                 for i, j in enumerate(jobs)
             ]
@@ -252,7 +253,11 @@ class PostgresBackend:
             self._known_queues |= new_queues  # queue rows are never deleted
         with self._tx(connection) as cur:
             cur.execute(self._q["job_insert_many"], {"rows": rows})
-            inserted = {row["id"] for row in cur.fetchall()}
+            distinct = {job.id for job in jobs}
+            if cur.rowcount == len(distinct):
+                inserted = distinct  # all new: no need to read the ids back
+            else:
+                inserted = {row["id"] for row in cur.fetchall()}
             by_id: dict[str, JobRecord] = {}
             for job in jobs:
                 if job.id not in by_id:  # a repeat of an id in the batch is the same job

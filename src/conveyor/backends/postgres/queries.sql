@@ -24,7 +24,7 @@ WITH new AS (
     SELECT * FROM json_to_recordset(%(rows)s::json) AS t(
         id text, task text, queue text, state text, data jsonb, priority int,
         run_at float8, max_attempts int, key text, timeout float8, backoff jsonb,
-        enqueued_at float8, ord int)
+        enqueued_at float8, ord int, custom bool)
 )
 INSERT INTO {schema}.jobs
     (id, task, queue, state, data, priority, run_at, max_attempts, key, timeout, backoff,
@@ -32,7 +32,9 @@ INSERT INTO {schema}.jobs
 SELECT id, task, queue, state, data, priority, run_at, max_attempts, key, timeout,
        backoff, enqueued_at
 FROM new
-WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs_done d WHERE d.id = new.id)
+-- Only an id the caller chose can name a finished job (CASE: the probe runs for those only).
+WHERE CASE WHEN custom THEN NOT EXISTS (SELECT 1 FROM {schema}.jobs_done d WHERE d.id = new.id)
+           ELSE true END
 ORDER BY ord
 ON CONFLICT DO NOTHING
 RETURNING id;
