@@ -110,6 +110,7 @@ BAD_OPTIONS = {
     "processes with burst": (("-p", "2", "--burst"), "--burst"),
     "min over max": (("--min-processes", "3", "--max-processes", "2"), "--min-processes 3"),
     "hard memory limit without a supervisor": (("--hard-rss-mb", "100"), "--hard-rss-mb"),
+    "processes outside min..max": (("-p", "2", "--min-processes", "3"), "-p 2 is outside"),
 }
 
 

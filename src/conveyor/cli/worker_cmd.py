@@ -143,6 +143,11 @@ def worker(
     high = max_processes or max(processes, low)
     if low > high:
         raise click.UsageError(f"--min-processes {low} is more than --max-processes {high}")
+    if processes and not low <= processes <= high:
+        raise click.UsageError(
+            f"-p {processes} is outside --min-processes {low} .. --max-processes {high}; "
+            "give -p alone, or only --min/--max-processes"
+        )
     setup_logging()
     app.backend  # noqa: B018 -- open the store now: a bad URL fails before the worker starts
     log.info(
