@@ -158,11 +158,14 @@ class JobExecutor:
         return failure_outcome(job, task, self.worker_id, message, trace, final=final, delay=delay)
 
     def timeout_of(self, job: JobRecord) -> float | None:
-        """The attempt's time limit: the job's own, else its task's."""
-        if job.timeout is not None:
-            return job.timeout
-        task = self.tasks.get(job.task)
-        return None if task is None else task.defaults.timeout
+        return attempt_timeout(job, self.tasks.get(job.task))
+
+
+def attempt_timeout(job: JobRecord, task: Task[Any, Any] | None) -> float | None:
+    """The attempt's time limit: the job's own, else its task's."""
+    if job.timeout is not None:
+        return job.timeout
+    return None if task is None else task.defaults.timeout
 
 
 def failure_outcome(

@@ -35,7 +35,7 @@ import psutil
 from ..backends.base import Outcome, ReleaseParams, WorkerInfo
 from ..model.states import JobState
 from .autoscale import Autoscaler, ScalePolicy
-from .executor import failure_outcome
+from .executor import attempt_timeout, failure_outcome
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -108,8 +108,6 @@ class Child:
     """Why we killed it."""
     timed_out: set[tuple[str, int]] = field(default_factory=set)
     """Held jobs past their hard timeout when it was killed."""
-    replaced: bool = False
-    """A replacement was started already (it announced its recycling)."""
     rss_mb: float | None = None
 
 
@@ -271,12 +269,18 @@ class Supervisor:
 
     def _retire(self, slot: int, reason: str) -> None:
         """Ask the child in `slot` to stop gracefully; its slot is free for a new one."""
-        child = self.children.pop(slot, None)
+        child = self.children.get(slot)
         if child is None:
             return
         child.stopping = reason
-        self.retiring.append(child)
+        self._vacate(child)
         self._signal(child, signal.SIGTERM)
+
+    def _vacate(self, child: Child) -> None:
+        """The child leaves its slot (a new one may take it) but is watched until it exits."""
+        if self.children.get(child.slot) is child:
+            del self.children[child.slot]
+            self.retiring.append(child)
 
     def _signal(self, child: Child, sig: signal.Signals) -> None:
         if child.proc.poll() is None:
@@ -287,6 +291,7 @@ class Supervisor:
         log.warning("killing child %d (pid %d): %s", child.slot, child.proc.pid, reason)
         child.killed = reason
         self._signal(child, signal.SIGKILL)
+        self._vacate(child)  # a replacement starts at once
 
     # reports ------------------------------------------------------------------------------
     def _read_reports(self, timeout: float) -> None:
@@ -324,9 +329,8 @@ class Supervisor:
             log.info("child %d recycles: %s", child.slot, event["reason"])
             if self.children.get(child.slot) is child and self._shutdown_started is None:
                 # Its jobs finish in the background; a fresh child takes the slot now.
-                self.children.pop(child.slot)
                 child.stopping = event["reason"]
-                self.retiring.append(child)
+                self._vacate(child)
 
     # exits --------------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -399,7 +403,7 @@ class Supervisor:
             task = self.app.tasks.get(record.task)
             memory_kills = self._memory_kills.get(job_id, 0)
             if (job_id, attempt) in child.timed_out:
-                timeout = self._timeout_of(record.timeout, task)
+                timeout = attempt_timeout(record, task) or 0.0
                 message = (
                     f"TimeoutError: timed out after {timeout:g} s; the worker process "
                     "was killed (hard timeout)"
@@ -434,19 +438,12 @@ class Supervisor:
                     backend.job_release_many(
                         ReleaseParams(worker_id, tuple(release), tuple(queues), time.time())
                     )
-                if release:
                     log.info("released %d jobs of a killed child", len(release))
                 return
             except Exception:
                 log.exception("settling a dead child's jobs failed (try %d of 3)", attempt + 1)
                 time.sleep(0.5 * 2**attempt)
         log.error("giving up on a dead child's jobs: they come back when their leases expire")
-
-    @staticmethod
-    def _timeout_of(own: float | None, task: Any) -> float:
-        if own is not None:
-            return own
-        return float(task.defaults.timeout) if task is not None else 0.0
 
     # limits -------------------------------------------------------------------------------
     def _enforce_hard_timeouts(self, now: float) -> None:
@@ -462,9 +459,6 @@ class Supervisor:
                 child.timed_out = late
                 names = ", ".join(sorted(job_id for job_id, _ in late))
                 self._kill(child, f"job {names} overran its timeout")
-                if self.children.get(child.slot) is child:
-                    del self.children[child.slot]
-                    self.retiring.append(child)
 
     def _enforce_memory(self, now: float) -> None:
         if now - self._last_rss_check < RSS_CHECK_INTERVAL:
@@ -482,9 +476,6 @@ class Supervisor:
                 for job_id, _ in child.held:
                     self._memory_kills[job_id] = self._memory_kills.get(job_id, 0) + 1
                 self._kill(child, f"memory {child.rss_mb:.1f} MB over the hard limit {hard:g} MB")
-                if self.children.get(child.slot) is child:
-                    del self.children[child.slot]
-                    self.retiring.append(child)
 
     # registry -----------------------------------------------------------------------------
     def _beat(self, now: float) -> None:
