@@ -65,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
@@ -121,9 +121,17 @@ def require_server(store: str) -> None:
         f"{store.upper()} {UNREACHABLE}: {problem}. {_START_HINT[store]}, "
         "or run other stores with CONVEYOR_TEST_STORES=sqlite."
     )
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"{message} (CI=true: the {store} tests must run, not be skipped)")
     pytest.skip(message)
+
+
+def require_store(store: str) -> None:
+    """For tests about one server store: skip it when CONVEYOR_TEST_STORES leaves it out,
+    else require its server (see `require_server`)."""
+    if store not in SELECTED_STORES:
+        pytest.skip(f"CONVEYOR_TEST_STORES={','.join(SELECTED_STORES)} leaves out {store}")
+    require_server(store)
 
 
 def _drop_schema(schema: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from conftest import POSTGRES_URL, require_store
 from conveyor import Conveyor, JobState, Settings, StoreError
 from conveyor.backends import open_backend
 from conveyor.backends.postgres.backend import SCHEMA_VERSION
@@ -31,32 +32,11 @@ from engine.helpers import WorkerThread, running_worker, wait_until
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402 -- after the importorskip above
 
-POSTGRES_URL = os.environ.get(
-    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 TABLES = ["jobs", "jobs_done", "meta", "queues", "workers"]
 """Every table of a migrated schema."""
 NEWER = SCHEMA_VERSION + 1
 """A schema version this code does not know."""
 FAST = Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, grace_period=2.0)
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def _require_postgres() -> None:
-    stores = [n.strip() for n in os.environ.get("CONVEYOR_TEST_STORES", "").split(",") if n.strip()]
-    if stores and "postgres" not in stores:
-        pytest.skip(f"CONVEYOR_TEST_STORES={','.join(stores)} leaves out postgres")
-    try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:
-        message = f"POSTGRES UNREACHABLE: {POSTGRES_URL}: {' '.join(str(exc).split())}"
-        if _in_ci():
-            pytest.fail(f"{message} (CI=true: the postgres tests must run, not be skipped)")
-        pytest.skip(message)
 
 
 @dataclass
@@ -119,7 +99,7 @@ class Schema:
 
 @pytest.fixture
 def pg() -> Iterator[Schema]:
-    _require_postgres()
+    require_store("postgres")
     schema = Schema(f"t_pg_{uuid.uuid4().hex}")
     try:
         yield schema

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import REDIS_URL, SELECTED_STORES, delete_redis_keys, require_server
+from conftest import REDIS_URL, delete_redis_keys, require_store
 from conveyor import Conveyor, JobState, StoreError
 from conveyor.backends import open_backend
 from conveyor.backends.base import PruneParams, WorkerInfo
@@ -29,9 +29,7 @@ redis = pytest.importorskip("redis")
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    if "redis" not in SELECTED_STORES:
-        pytest.skip(f"CONVEYOR_TEST_STORES={','.join(SELECTED_STORES)} leaves out redis")
-    require_server("redis")
+    require_store("redis")
     name = f"t_{uuid.uuid4().hex}"
     yield name
     delete_redis_keys(name)

@@ -19,7 +19,6 @@ CONVEYOR_TEST_STORES without `redis` skips them.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from conftest import SELECTED_STORES, in_ci
 from conveyor import Conveyor, JobState, Settings, StoreError
 from conveyor.backends.base import JobListParams
 from conveyor.backends.redis.keys import StoreKeys, split_url
@@ -46,10 +46,9 @@ try:
 except ImportError:  # reported by the `server` fixture: a loud skip, or a failure under CI
     redis = None  # type: ignore[assignment]
 
-_STORES = [s.strip() for s in os.environ.get("CONVEYOR_TEST_STORES", "").split(",") if s.strip()]
 
 pytestmark = pytest.mark.skipif(
-    bool(_STORES) and "redis" not in _STORES,
+    "redis" not in SELECTED_STORES,
     reason="CONVEYOR_TEST_STORES does not include redis",
 )
 
@@ -82,10 +81,6 @@ def work(n: int) -> int:
 """
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
 def _require_redis_server() -> str:
     """The redis-server binary; else skip (loudly) or, under CI=true, fail."""
     binary = shutil.which("redis-server")
@@ -97,7 +92,7 @@ def _require_redis_server() -> str:
         return binary
     # "UNREACHABLE" makes the skip count in the conftest's end-of-run summary.
     message = f"REDIS-SERVER UNREACHABLE: {problem}. These tests start their own server."
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"{message} (CI=true: the redis tests must run, not be skipped)")
     pytest.skip(message)
 

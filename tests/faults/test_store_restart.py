@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conftest import POSTGRES_URL, SELECTED_STORES, require_store
 from conveyor import Conveyor, JobState, StoreError
 from conveyor.backends.base import JobListParams
 
@@ -34,16 +35,12 @@ from .helpers import Fixture, kill_all, wait_for_exit
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402 -- after the importorskip above
 
-POSTGRES_URL = os.environ.get(
-    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 _WHERE = urlsplit(POSTGRES_URL)
 HOST, PORT = _WHERE.hostname or "127.0.0.1", _WHERE.port or 5432
-_STORES = os.environ.get("CONVEYOR_TEST_STORES", "").strip()
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("CONVEYOR_TEST_NO_STORE_RESTART") == "1"
-    or bool(_STORES and "postgres" not in _STORES.split(","))
+    or "postgres" not in SELECTED_STORES
     or HOST not in ("127.0.0.1", "localhost", "::1")
     or shutil.which("pg_ctlcluster") is None
     or not Path("/etc/postgresql").is_dir(),
@@ -78,10 +75,6 @@ def work(n: int) -> int:
     time.sleep(0.005)
     return n
 """
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def _pg_ctlcluster(action: str) -> subprocess.CompletedProcess[str]:
@@ -124,14 +117,7 @@ def _ensure_running() -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:
-        message = f"POSTGRES UNREACHABLE: {POSTGRES_URL}: {' '.join(str(exc).split())}"
-        if _in_ci():
-            pytest.fail(f"{message} (CI=true: the postgres tests must run, not be skipped)")
-        pytest.skip(message)
+    require_store("postgres")
     schema = f"t_restart_{uuid.uuid4().hex}"
     try:
         yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
