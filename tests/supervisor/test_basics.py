@@ -69,6 +69,24 @@ def test_sigterm_lets_a_running_job_finish(rig, app):
     wait_gone(rig.child_pids(), 2)
 
 
+def test_sigterm_to_the_whole_process_group_is_a_clean_stop(rig, app):
+    """systemd (KillMode=control-group) and `timeout` signal every process at once: the
+    children stop by themselves, which is no crash; nothing restarts, nothing is lost."""
+    grace = 5.0
+    job = app.enqueue("block", {"seconds": 1.0})
+    sup = rig.start("-p", "2", env={"SV_GRACE": str(grace)})
+    rig.wait_started(job.id)
+    for pid in [*rig.child_pids(), sup.pid]:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_for_exit(sup, grace + 5, rig) == 0, rig.output()
+    log = rig.output()
+    assert " died " not in log and "restarts in" not in log, log
+    assert len(rig.child_pids()) == 2, log  # no child was started again
+    rec = app.get_job(job.id).record
+    assert rec.state == JobState.COMPLETED and rec.attempt == 1 and rec.errors == (), log
+    wait_gone(rig.child_pids(), 2)
+
+
 def test_sigterm_past_the_grace_period_releases_the_job_unrun(rig, app):
     job = app.enqueue("nap", {"seconds": 30})
     sup = rig.start("-p", "1", env={"SV_GRACE": "1"})

@@ -124,15 +124,27 @@ class Worker:
         if supervised:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         asyncio.run(self._run_with_signals(supervised))
+        if supervised:  # done: a late signal from the supervisor must not cut the exit short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     async def _run_with_signals(self, supervised: bool) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+        if supervised:
+            # SIGTERM may reach a child twice (from the supervisor and from a signal to the
+            # whole process group): it only ever means "stop gracefully". The supervisor
+            # asks for a forced stop with SIGUSR1.
+            loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM, False)
+            loop.add_signal_handler(signal.SIGUSR1, self._on_signal, signal.SIGUSR1, True)
+        else:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig, None)
         await self.run()
 
-    def _on_signal(self, sig: signal.Signals) -> None:
-        force = self._stop is not None and self._stop.is_set()
+    def _on_signal(self, sig: signal.Signals, force: bool | None) -> None:
+        """`force` None: the first signal is graceful, a second one forces."""
+        if force is None:
+            force = self._stop is not None and self._stop.is_set()
         log.warning(
             "%s: %s",
             sig.name,

@@ -227,7 +227,7 @@ class Supervisor:
             else:
                 log.warning("signal again: children skip the rest of their grace period")
                 for child in self._all_children():
-                    self._signal(child, signal.SIGTERM)
+                    self._signal(child, signal.SIGUSR1)  # a supervised child's "force"
 
     def _begin_shutdown(self, reason: str) -> None:
         self._shutdown_started = time.monotonic()
@@ -360,8 +360,16 @@ class Supervisor:
             log.warning("child %d (pid %d) killed: %s", child.slot, child.proc.pid, child.killed)
             self._end_attempts(child, lost=False)
             return  # its slot refills at once: the fault was the job's or the memory's
-        if code == 0 and child.stopping is not None:
-            log.info("child %d (pid %d) stopped: %s", child.slot, child.proc.pid, child.stopping)
+        if child.stopping is not None or code == 0:
+            # Asked to stop, or it stopped by itself after a signal sent to the whole process
+            # group (systemd, `timeout`): not a crash. Its slot is refilled at once if needed.
+            why = child.stopping or "on its own (a signal from outside?)"
+            if code == 0:
+                log.info("child %d (pid %d) stopped: %s", child.slot, child.proc.pid, why)
+            else:
+                log.warning(
+                    "child %d (pid %d) stopped (%s): %s", child.slot, child.proc.pid, how, why
+                )
             if child.held:  # it released them itself; anything still listed was lost
                 self._end_attempts(child, lost=True)
             return
