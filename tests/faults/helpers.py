@@ -11,6 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor import Conveyor, StoreError
+
 APP_MODULE = '''
 import asyncio
 import os
@@ -132,3 +134,50 @@ def kill_all(*procs: subprocess.Popen | None) -> None:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+OUTAGE_APP_MODULE = """
+import os
+import time
+
+from conveyor import Conveyor, Settings, current_job
+
+app = Conveyor(
+    {url!r},
+    settings=Settings(
+        lease_seconds={lease}, rescue_interval={rescue}, poll_interval=0.5, grace_period=5.0
+    ),
+)
+LOG = os.environ["FAULT_LOG"]
+
+
+@app.task
+def work(n: int) -> int:
+    ctx = current_job()
+    line = f"{{ctx.id}} {{ctx.attempt}} {{os.getpid()}}\\n".encode()
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    time.sleep(0.005)
+    return n
+"""
+"""The app of the store-outage tests: short jobs that log each run (`lease`, `rescue`: s)."""
+
+
+def default_queue_counts(app: Conveyor) -> dict[str, int]:
+    [stats] = app.queue_stats("default")
+    return stats.counts
+
+
+def fresh_counts(url: str, store_errors: tuple[type[BaseException], ...]) -> dict[str, int] | None:
+    """Counts read on a fresh connection, or None while the server is not back yet
+    (`store_errors`: the driver's errors that mean so)."""
+    app = Conveyor(url, migrate=False)
+    try:
+        return default_queue_counts(app)
+    except (StoreError, *store_errors):
+        return None
+    finally:
+        app.close()

@@ -32,12 +32,19 @@ from typing import Any
 import pytest
 
 from conftest import SELECTED_STORES, in_ci
-from conveyor import Conveyor, JobState, Settings, StoreError
+from conveyor import Conveyor, JobState, Settings
 from conveyor.backends.base import JobListParams
 from conveyor.backends.redis.keys import StoreKeys, split_url
 from engine.helpers import run_burst, running_worker
 
-from .helpers import Fixture, kill_all, wait_for_exit
+from .helpers import (
+    OUTAGE_APP_MODULE,
+    Fixture,
+    default_queue_counts,
+    fresh_counts,
+    kill_all,
+    wait_for_exit,
+)
 
 try:
     import redis
@@ -53,32 +60,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 TOTAL = 2000
-
-APP_MODULE = """
-import os
-import time
-
-from conveyor import Conveyor, Settings, current_job
-
-app = Conveyor(
-    {url!r},
-    settings=Settings(lease_seconds=1.0, rescue_interval=0.3, poll_interval=0.5, grace_period=5.0),
-)
-LOG = os.environ["FAULT_LOG"]
-
-
-@app.task
-def work(n: int) -> int:
-    ctx = current_job()
-    line = f"{{ctx.id}} {{ctx.attempt}} {{os.getpid()}}\\n".encode()
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    time.sleep(0.005)
-    return n
-"""
 
 
 def _require_redis_server() -> str:
@@ -212,20 +193,8 @@ def server(tmp_path: Path) -> Iterator[PrivateRedis]:
         private.kill()
 
 
-def _counts(app: Conveyor) -> dict[str, int]:
-    [stats] = app.queue_stats("default")
-    return stats.counts
-
-
 def _fresh_counts(url: str) -> dict[str, int] | None:
-    """Counts read on a fresh connection, or None while the server is not back yet."""
-    app = Conveyor(url, migrate=False)
-    try:
-        return _counts(app)
-    except (StoreError, redis.RedisError):
-        return None
-    finally:
-        app.close()
+    return fresh_counts(url, (redis.RedisError,))
 
 
 def _completed_in_store(server: PrivateRedis, url: str) -> int | None:
@@ -263,7 +232,7 @@ def test_workers_survive_a_redis_outage_and_finish_every_job(
     url = server.url()
     fx = Fixture(tmp_path, url, grace=5.0)
     fx.write_app()
-    (tmp_path / "app_mod.py").write_text(APP_MODULE.format(url=url))
+    (tmp_path / "app_mod.py").write_text(OUTAGE_APP_MODULE.format(url=url, lease=1.0, rescue=0.3))
 
     workers: list[subprocess.Popen[bytes]] = []
     names = ("worker-a", "worker-b")
@@ -288,7 +257,7 @@ def test_workers_survive_a_redis_outage_and_finish_every_job(
 
         # Wait for a quarter of the jobs (bounded), watching that the workers keep running.
         deadline = time.monotonic() + 30
-        while (done := _counts(app)["completed"]) < TOTAL // 4:
+        while (done := default_queue_counts(app)["completed"]) < TOTAL // 4:
             check_alive()
             assert time.monotonic() < deadline, f"only {done} jobs completed in 30 s"
             time.sleep(0.005)
@@ -417,7 +386,7 @@ def test_an_open_app_works_on_after_a_server_restart(server: PrivateRedis) -> No
             assert second.record.started_at > server.launched_at
         # What was written before the restart is still there (the AOF).
         assert _completed_result(app, first.id) == 2
-        assert _counts(app)["completed"] == 2
+        assert default_queue_counts(app)["completed"] == 2
     finally:
         app.close()
 

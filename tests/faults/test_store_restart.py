@@ -27,10 +27,17 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import POSTGRES_URL, SELECTED_STORES, require_store
-from conveyor import Conveyor, JobState, StoreError
+from conveyor import Conveyor, JobState
 from conveyor.backends.base import JobListParams
 
-from .helpers import Fixture, kill_all, wait_for_exit
+from .helpers import (
+    OUTAGE_APP_MODULE,
+    Fixture,
+    default_queue_counts,
+    fresh_counts,
+    kill_all,
+    wait_for_exit,
+)
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402 -- after the importorskip above
@@ -49,32 +56,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 TOTAL = 2000
-
-APP_MODULE = """
-import os
-import time
-
-from conveyor import Conveyor, Settings, current_job
-
-app = Conveyor(
-    {url!r},
-    settings=Settings(lease_seconds=2.0, rescue_interval=0.5, poll_interval=0.5, grace_period=5.0),
-)
-LOG = os.environ["FAULT_LOG"]
-
-
-@app.task
-def work(n: int) -> int:
-    ctx = current_job()
-    line = f"{{ctx.id}} {{ctx.attempt}} {{os.getpid()}}\\n".encode()
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    time.sleep(0.005)
-    return n
-"""
 
 
 def _pg_ctlcluster(action: str) -> subprocess.CompletedProcess[str]:
@@ -128,20 +109,8 @@ def pg_url() -> Iterator[str]:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _counts(app: Conveyor) -> dict[str, int]:
-    [stats] = app.queue_stats("default")
-    return stats.counts
-
-
 def _fresh_counts(url: str) -> dict[str, int] | None:
-    """Counts read on a fresh connection, or None while the server is not back yet."""
-    app = Conveyor(url, migrate=False)
-    try:
-        return _counts(app)
-    except (StoreError, psycopg.Error):
-        return None
-    finally:
-        app.close()
+    return fresh_counts(url, (psycopg.Error,))
 
 
 def _restart() -> None:
@@ -162,7 +131,9 @@ def _down_for_a_while() -> None:
 def test_workers_survive_a_database_outage_and_finish_every_job(tmp_path, pg_url, outage):
     fx = Fixture(tmp_path, pg_url, grace=5.0)
     fx.write_app()
-    (tmp_path / "app_mod.py").write_text(APP_MODULE.format(url=pg_url))
+    (tmp_path / "app_mod.py").write_text(
+        OUTAGE_APP_MODULE.format(url=pg_url, lease=2.0, rescue=0.5)
+    )
 
     workers: list[subprocess.Popen] = []
     names = ("worker-a", "worker-b")
@@ -187,7 +158,7 @@ def test_workers_survive_a_database_outage_and_finish_every_job(tmp_path, pg_url
 
         # Wait for a quarter of the jobs (bounded), watching that the workers keep running.
         deadline = time.monotonic() + 30
-        while (done := _counts(app)["completed"]) < TOTAL // 4:
+        while (done := default_queue_counts(app)["completed"]) < TOTAL // 4:
             check_alive()
             assert time.monotonic() < deadline, f"only {done} jobs completed in 30 s"
             time.sleep(0.005)
