@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
-from .backends import DEFAULT_URL, open_backend
+from .backends import DEFAULT_CONNECT_TIMEOUT, DEFAULT_URL, open_backend
 from .backends.base import Backend, QueueStats
 from .job import Job
 from .model.backoff import BackoffLike
@@ -25,18 +26,67 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Engine timings. Defaults bring a dead worker's jobs back within 45 s."""
+    """Engine timings. Defaults bring a dead worker's jobs back within 45 s.
+
+    Checked when built: a value that would make the engine spin or never act is a ValueError.
+    """
 
     lease_seconds: float = 30.0
+    heartbeat_interval: float | None = None
+    """How often the lease keeper renews leases; None: a third of `lease_seconds`."""
     rescue_interval: float = 15.0
     prune_interval: float = 3600.0
     compact_interval: float = 30.0
-    """How often a worker reclaims the hot table's dead rows (PostgreSQL VACUUM)."""
+    """How often the leader reclaims the hot table's dead rows (PostgreSQL VACUUM)."""
     keep_completed: float = 7 * 86400.0
     keep_failed: float = 30 * 86400.0
     poll_interval: float = 1.0
     """Fallback poll for lost wake-ups; idle workers are normally woken by the store."""
     grace_period: float = 30.0
+    leader_ttl: float | None = None
+    """How long the maintenance leader's lease lasts unrenewed (a SIGKILLed leader is
+    replaced within it); None: `lease_seconds`."""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    """How long a store call (enqueue included) waits for a connection before failing."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "lease_seconds",
+            "rescue_interval",
+            "prune_interval",
+            "compact_interval",
+            "poll_interval",
+            "connect_timeout",
+        )
+        for name in positive:
+            _require(name, getattr(self, name), lambda v: v > 0, "a number of seconds > 0")
+        for name in ("keep_completed", "keep_failed", "grace_period"):
+            _require(name, getattr(self, name), lambda v: v >= 0, "a number of seconds >= 0")
+        for name in ("heartbeat_interval", "leader_ttl"):
+            if getattr(self, name) is not None:
+                _require(name, getattr(self, name), lambda v: v > 0, "a number of seconds > 0")
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_seconds:g} s) must be shorter than "
+                f"lease_seconds ({self.lease_seconds:g} s), or leases expire between beats"
+            )
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return (
+            self.lease_seconds / 3 if self.heartbeat_interval is None else self.heartbeat_interval
+        )
+
+    @property
+    def leader_seconds(self) -> float:
+        return self.lease_seconds if self.leader_ttl is None else self.leader_ttl
+
+
+def _require(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
+    """A finite number passing `ok`, else a ValueError naming the setting."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not ok(float(value)):
+        raise ValueError(f"Settings.{name} must be {what}, not {value!r}")
 
 
 class Conveyor:
@@ -66,7 +116,7 @@ class Conveyor:
         if self._backend is None:
             with self._lock:
                 if self._backend is None:
-                    backend = open_backend(self.url)
+                    backend = open_backend(self.url, connect_timeout=self.settings.connect_timeout)
                     backend.open(migrate=self.migrate)
                     self._backend = backend
         return self._backend

@@ -4,6 +4,12 @@ The engine and the surfaces are written against `Backend` only; each store (SQLi
 PostgreSQL and Redis next) implements it and proves it with `tests/backends/`. Methods are
 named noun-first (`job_claim`, `queue_pause`) and take small frozen parameter records, so
 that a new option is a new field, not a new signature.
+
+Time is the store's: every `now` below defaults to None, which means "the store's own clock"
+(PostgreSQL `clock_timestamp()`, Redis `TIME`, SQLite the host's, its only host). Passing a
+`now` is for tests only: a worker's clock must never decide whether another worker's lease ran
+out. State-changing calls return `JobChange` records (what changed, from which state to which),
+the one boundary that events, statistics and flows are fed from.
 """
 
 from __future__ import annotations
@@ -29,31 +35,63 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class JobChange:
+    """One job's state change, as the store applied it (times are the store's)."""
+
+    id: str
+    queue: str
+    task: str
+    from_state: JobState
+    to_state: JobState
+    attempt: int
+    """The job's attempt counter after the change."""
+    at: float
+    """When the store applied the change."""
+    run_at: float | None = None
+    """When the job is (next) due, for a change back to `scheduled`/`queued`."""
+    started_at: float | None = None
+    """When the attempt that ended here started (None if none ran)."""
+    finished_at: float | None = None
+    """Set for a change into `completed`/`failed`/`cancelled`."""
+    record: JobRecord | None = None
+    """The job after the change, for single-job admin calls (cancel, manual retry)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimParams:
     queues: tuple[str, ...]
     limit: int
     worker_id: str
     lease_seconds: float
-    now: float
+    now: float | None = None
+    """Tests only; None: the store's clock."""
 
 
-OutcomeKind = Literal["completed", "retry", "failed", "cancelled"]
+OutcomeKind = Literal["completed", "retry", "failed", "cancelled", "snooze"]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one attempt ended. Applied only if the job is still this worker's attempt."""
+    """How one attempt ended. Applied only if the job is still this worker's attempt.
+
+    `snooze` puts the job back `scheduled` (or `queued` when `delay` is 0) without counting
+    the attempt: `attempt` goes back down by one and the job's `snoozes` goes up by one.
+    """
 
     job_id: str
     queue: str
     attempt: int
     worker_id: str
     kind: OutcomeKind
-    finished_at: float
+    finished_at: float | None = None
+    """Tests only; None: the store's clock."""
     result: bytes | None = None
     error: AttemptError | None = None
+    """For `retry` and `failed`. Its `at` is the worker's clock (informative only)."""
+    delay: float | None = None
+    """For `retry` and `snooze`: seconds after the store's now when the job is due again."""
     run_at: float | None = None
-    """For `retry`: when the next attempt is due."""
+    """Tests only: an absolute due time that overrides `delay`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +99,24 @@ class HeartbeatParams:
     worker_id: str
     job_ids: tuple[str, ...]
     lease_seconds: float
-    now: float
+    now: float | None = None
+    """Tests only; None: the store's clock."""
 
 
 @dataclass(frozen=True, slots=True)
 class ReleaseParams:
-    """Give claimed jobs back unrun (graceful shutdown): the attempt does not count."""
+    """Give claimed jobs back whose handler never started: the attempt does not count.
+
+    (A job whose handler had started is not released: the engine records its attempt as a
+    retry, "released at shutdown after N s", so `max_attempts` bounds every job's runs.)
+    """
 
     worker_id: str
     job_ids: tuple[str, ...]
     queues: tuple[str, ...]
     """The queues of those jobs, whose idle workers are woken."""
-    now: float
+    now: float | None = None
+    """Tests only; None: the store's clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +124,21 @@ class RescueResult:
     requeued: int
     failed: int
     cancelled: int
+    changes: tuple[JobChange, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class PruneParams:
-    completed_before: float
-    failed_before: float
-    """Also applies to cancelled jobs."""
+    """Delete finished jobs older than their retention, at most `limit` of them per call
+    (the caller repeats while a call deletes `limit`), so no statement runs long."""
+
+    keep_completed: float
+    """Seconds a completed job is kept after it finished."""
+    keep_failed: float
+    """Seconds a failed or cancelled job is kept."""
+    limit: int = 1000
+    now: float | None = None
+    """Tests only; None: the store's clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +195,16 @@ class WorkerInfo:
     """Free-form JSON, e.g. autoscaling decisions."""
 
 
+MAINTENANCE_LEADER = "maintenance"
+"""The leader lease whose holder runs the periodic services (rescue, pruning, compaction)."""
+
+
 class Backend(Protocol):
-    """One store. Methods are synchronous and thread-safe; the engine calls them off-loop."""
+    """One store. Methods are synchronous and thread-safe; the engine calls them off-loop.
+
+    Fork-safe: a child process made by `fork()` never reuses its parent's connections (each
+    store resets them in the child with `os.register_at_fork`).
+    """
 
     url: str
     capabilities: Capabilities
@@ -157,6 +217,9 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    def store_time(self) -> float:
+        """The store's clock, in Unix seconds: the one every lease and due time is judged by."""
+
     # jobs -----------------------------------------------------------------------------
     def job_insert_many(self, jobs: Sequence[NewJob], connection: Any = None) -> list[JobRecord]:
         """Insert all jobs in one transaction and wake idle workers.
@@ -168,16 +231,25 @@ class Backend(Protocol):
         is not inserted: the existing job is returned in its place.
         """
 
+    async def job_insert_many_async(
+        self, jobs: Sequence[NewJob], connection: Any
+    ) -> list[JobRecord]:
+        """`job_insert_many` inside the caller's open transaction on an async connection
+        (psycopg `AsyncConnection`); only with `capabilities.transactional_enqueue`, other
+        stores raise StoreError."""
+
     def job_get(self, job_id: str) -> JobRecord | None: ...
 
     def job_list(self, params: JobListParams) -> list[JobRecord]:
         """Newest first."""
 
     def job_claim(self, params: ClaimParams) -> list[JobRecord]:
-        """Take up to `limit` due jobs from unpaused queues: active, attempt + 1, leased."""
+        """Take up to `limit` due jobs from unpaused queues: active, attempt + 1, leased
+        until the store's now + `lease_seconds`."""
 
-    def job_complete_many(self, outcomes: Sequence[Outcome]) -> None:
-        """Apply a batch of attempt outcomes in one transaction."""
+    def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[JobChange]:
+        """Apply a batch of attempt outcomes in one transaction; return the changes applied
+        (an outcome of an attempt that is no longer this worker's is skipped)."""
 
     def job_heartbeat(self, params: HeartbeatParams) -> dict[str, bool]:
         """Extend the leases of this worker's jobs.
@@ -186,30 +258,36 @@ class Backend(Protocol):
         requested. A job missing from the answer was lost (rescued after its lease ran out).
         """
 
-    def job_release_many(self, params: ReleaseParams) -> None: ...
+    def job_release_many(self, params: ReleaseParams) -> list[JobChange]:
+        """Unstarted claimed jobs back to `queued` (attempt - 1), or `cancelled` when a
+        cancel was requested."""
 
-    def job_rescue_expired(self, now: float) -> RescueResult:
-        """Jobs whose lease ran out (their worker died) go back to `queued`, the lost
-        attempt counted; out of attempts they fail with "worker lost"."""
+    def job_rescue_expired(self, now: float | None = None) -> RescueResult:
+        """Jobs whose lease ran out by the store's clock (their worker died) go back to
+        `queued`, the lost attempt counted; out of attempts they fail with "worker lost"."""
 
-    def job_cancel(self, job_id: str, now: float) -> JobRecord:
-        """Pending: cancelled at once. Active: a cancel request the worker acts on.
+    def job_cancel(self, job_id: str, now: float | None = None) -> JobChange:
+        """Pending: cancelled at once. Active: a cancel request the worker acts on (the
+        change is then active -> active). `record` is the job after the call.
         Raises JobNotFound or InvalidTransition (already finished)."""
 
-    def job_retry(self, job_id: str, now: float) -> JobRecord:
-        """Re-queue a failed or cancelled job with one more attempt allowed."""
+    def job_retry(self, job_id: str, now: float | None = None) -> JobChange:
+        """Re-queue a failed or cancelled job with one more attempt allowed; `record` is the
+        job after the call."""
 
     def job_set_progress(self, job_id: str, attempt: int, progress: bytes) -> bool:
         """Record progress of a running attempt; False if the attempt is no longer active."""
 
-    def job_prune(self, params: PruneParams) -> int: ...
+    def job_prune(self, params: PruneParams) -> int:
+        """Delete up to `params.limit` finished jobs past retention; return how many."""
 
     def store_compact(self) -> None:
         """Reclaim the space of finished work in the hot structures, so claims stay fast
         (PostgreSQL: VACUUM the jobs table). Cheap, idempotent, safe from many workers."""
 
-    def job_next_due_at(self, queues: Sequence[str]) -> float | None:
-        """When the earliest pending job of these queues is due (sleep until then)."""
+    def job_next_due_in(self, queues: Sequence[str]) -> float | None:
+        """Seconds from the store's now until the earliest pending job of these unpaused
+        queues is due (<= 0: due already), None when none is pending."""
 
     def jobs_wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until work may have arrived for these queues, or `timeout` passes."""
@@ -219,19 +297,31 @@ class Backend(Protocol):
 
     def queue_resume(self, name: str) -> None: ...
 
-    def queue_stats(self, now: float, name: str | None = None) -> list[QueueStats]:
+    def queue_stats(self, now: float | None = None, name: str | None = None) -> list[QueueStats]:
         """Every known queue (or one), sorted by name."""
 
     # workers --------------------------------------------------------------------------
     def worker_beat(self, info: WorkerInfo, ttl: float) -> None:
-        """Insert or replace this worker's entry; it counts as live until
-        `info.heartbeat_at + ttl`."""
+        """Insert or replace this worker's entry, its `heartbeat_at` set to the store's now;
+        it counts as live for `ttl` seconds of the store's clock."""
 
-    def worker_list(self, now: float) -> list[WorkerInfo]:
-        """Live entries (expiry after `now`), sorted by (hostname, started_at, id)."""
+    def worker_list(self, now: float | None = None) -> list[WorkerInfo]:
+        """Live entries (expiry after now), sorted by (hostname, started_at, id)."""
 
     def worker_forget(self, worker_id: str) -> None:
         """Remove an entry (a clean exit); an unknown id is a no-op."""
 
-    def worker_prune(self, now: float) -> int:
-        """Delete the entries that expired by `now`; return how many."""
+    def worker_prune(self, now: float | None = None) -> int:
+        """Delete the entries that expired by now; return how many."""
+
+    # leadership -----------------------------------------------------------------------
+    def leader_elect(self, name: str, holder: str, ttl: float) -> bool:
+        """Take the lease `name` if it is free or expired, or renew it if `holder` has it,
+        for `ttl` seconds of the store's clock. True when `holder` leads after the call.
+        (SQLite/PostgreSQL: a row; Redis: `SET NX PX`, renewed only by its holder.)"""
+
+    def leader_resign(self, name: str, holder: str) -> None:
+        """Give the lease up at once if `holder` has it (a clean exit); else a no-op."""
+
+    def leader_get(self, name: str) -> str | None:
+        """Who holds the unexpired lease `name`, or None."""

@@ -47,3 +47,12 @@ class RetryAfter(Exception):
 
 class JobCancelled(Exception):
     """Raised inside a handler (from `progress()` or `check_cancelled()`) once a cancel arrived."""
+
+
+class Snooze(Exception):
+    """Raise from a handler to postpone the job by `seconds` without counting an attempt
+    (waiting on something outside the job). Capped by the task's `max_snoozes`."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        self.seconds = float(seconds)
+        super().__init__(message or f"snoozed for {self.seconds:g}s")

@@ -81,6 +81,8 @@ class JobRecord:
     worker_id: str | None = None
     lease_expires_at: float | None = None
     cancel_requested: bool = False
+    snoozes: int = 0
+    """How often a handler (or a limit) postponed the job without counting an attempt."""
 
     @classmethod
     def from_new(cls, job: NewJob) -> JobRecord:
@@ -127,4 +129,5 @@ class JobRecord:
             "finished_at": self.finished_at,
             "worker_id": self.worker_id,
             "cancel_requested": self.cancel_requested,
+            "snoozes": self.snoozes,
         }
