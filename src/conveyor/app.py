@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from .backends import DEFAULT_CONNECT_TIMEOUT, DEFAULT_URL, open_backend
 from .backends.base import Backend, QueueStats
+from .changes import ChangeFeed
 from .job import Job
 from .model.backoff import BackoffLike
 from .model.codec import DEFAULT_PAYLOAD_LIMIT
@@ -107,6 +108,8 @@ class Conveyor:
         self.settings = settings or Settings()
         self.migrate = migrate
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.changes = ChangeFeed()
+        """Every job state change the engine and admin calls apply (see `changes.py`)."""
         self._backend: Backend | None = None
         self._lock = threading.Lock()
 
