@@ -54,7 +54,16 @@ def record_from_row(row: Row, load: LoadJson = as_is) -> JobRecord:
         worker_id=row["worker_id"],
         lease_expires_at=row["lease_expires_at"],
         cancel_requested=bool(row["cancel_requested"]),
+        snoozes=int(_column(row, "snoozes", 0) or 0),
     )
+
+
+def _column(row: Row, name: str, default: Any) -> Any:
+    """A column a store may not return yet (a dict raises KeyError, sqlite3.Row IndexError)."""
+    try:
+        return row[name]
+    except (KeyError, IndexError):
+        return default
 
 
 def error_json(error: AttemptError | None) -> str | None:

@@ -52,10 +52,12 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('queued', 'schedul
 RETURNING *;
 
 -- name: job_complete
+-- Each outcome returns the change it made (a JobChange), or no row when it was stale.
 UPDATE conveyor_jobs
 SET state = 'completed', result = :result, finished_at = :finished_at,
     lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt;
+WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
+RETURNING id, queue, task, state, attempt, run_at, started_at;
 
 -- name: job_retry_later
 UPDATE conveyor_jobs
@@ -66,18 +68,39 @@ SET state = CASE
     finished_at = CASE WHEN cancel_requested THEN :finished_at ELSE NULL END,
     run_at = :run_at, errors = json_insert(errors, '$[#]', json(:error)),
     worker_id = NULL, lease_expires_at = NULL
+WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
+RETURNING id, queue, task, state, attempt, run_at, started_at;
+
+-- name: job_snooze_started_at
+SELECT started_at FROM conveyor_jobs
 WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt;
+
+-- name: job_snooze
+-- Postponed without counting the attempt; the attempt's start is read before (above),
+-- since RETURNING sees only the cleared row.
+UPDATE conveyor_jobs
+SET state = CASE
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN :run_at > :finished_at THEN 'scheduled'
+        ELSE 'queued' END,
+    finished_at = CASE WHEN cancel_requested THEN :finished_at ELSE NULL END,
+    run_at = :run_at, attempt = attempt - 1, snoozes = snoozes + 1,
+    worker_id = NULL, lease_expires_at = NULL, started_at = NULL
+WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
+RETURNING id, queue, task, state, attempt, run_at;
 
 -- name: job_fail
 UPDATE conveyor_jobs
 SET state = 'failed', finished_at = :finished_at, errors = json_insert(errors, '$[#]', json(:error)),
     lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt;
+WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
+RETURNING id, queue, task, state, attempt, run_at, started_at;
 
 -- name: job_cancelled
 UPDATE conveyor_jobs
 SET state = 'cancelled', finished_at = :finished_at, lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt;
+WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
+RETURNING id, queue, task, state, attempt, run_at, started_at;
 
 -- name: job_heartbeat
 UPDATE conveyor_jobs
@@ -91,7 +114,8 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     finished_at = CASE WHEN cancel_requested THEN :now ELSE NULL END,
     attempt = attempt - 1, worker_id = NULL, lease_expires_at = NULL, started_at = NULL,
     run_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'active' AND worker_id = :worker_id;
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'active' AND worker_id = :worker_id
+RETURNING id, queue, task, state, attempt, run_at;
 
 -- name: job_rescue_expired
 UPDATE conveyor_jobs
@@ -105,7 +129,7 @@ SET state = CASE
         'error', 'worker lost: lease expired before the attempt finished', 'traceback', NULL)),
     run_at = :now, worker_id = NULL, lease_expires_at = NULL
 WHERE state = 'active' AND lease_expires_at < :now
-RETURNING state;
+RETURNING id, queue, task, state, attempt, run_at, started_at;
 
 -- name: job_cancel_pending
 UPDATE conveyor_jobs
@@ -129,13 +153,23 @@ RETURNING *;
 UPDATE conveyor_jobs SET progress = :progress
 WHERE id = :id AND attempt = :attempt AND state = 'active';
 
--- name: job_prune
-DELETE FROM conveyor_jobs
-WHERE (state = 'completed' AND finished_at < :completed_before)
-   OR (state IN ('failed', 'cancelled') AND finished_at < :failed_before);
+-- name: job_state
+SELECT state FROM conveyor_jobs WHERE id = :id;
 
--- name: job_next_due_at
-SELECT min(run_at) FROM conveyor_jobs
+-- name: job_prune
+-- At most :limit rows, oldest first along conveyor_jobs_prune, so no delete runs long.
+DELETE FROM conveyor_jobs
+WHERE id IN (
+    SELECT id FROM conveyor_jobs
+    WHERE state IN ('completed', 'failed', 'cancelled')
+      AND finished_at < max(:completed_before, :failed_before)
+      AND finished_at < CASE WHEN state = 'completed' THEN :completed_before
+                             ELSE :failed_before END
+    ORDER BY finished_at
+    LIMIT :limit);
+
+-- name: job_next_due_in
+SELECT min(run_at) - :now FROM conveyor_jobs
 WHERE state = 'scheduled' AND queue IN (SELECT value FROM json_each(:queues))
   AND queue NOT IN (SELECT name FROM conveyor_queues WHERE paused = 1);
 
@@ -186,3 +220,16 @@ DELETE FROM conveyor_workers WHERE id = :id;
 
 -- name: worker_prune
 DELETE FROM conveyor_workers WHERE expires_at <= :now;
+
+-- name: leader_elect
+-- Take a free or expired lease, or renew our own; no row returned: someone else leads.
+INSERT INTO conveyor_leaders (name, holder, expires_at) VALUES (:name, :holder, :expires_at)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE conveyor_leaders.holder = excluded.holder OR conveyor_leaders.expires_at <= :now
+RETURNING holder;
+
+-- name: leader_resign
+DELETE FROM conveyor_leaders WHERE name = :name AND holder = :holder;
+
+-- name: leader_get
+SELECT holder FROM conveyor_leaders WHERE name = :name AND expires_at > :now;

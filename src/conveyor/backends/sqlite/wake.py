@@ -125,6 +125,16 @@ class WakeChannel:
             sock.setblocking(False)
             return sock, path
 
+    def forget_after_fork(self) -> list[socket.socket]:
+        """In a forked child: drop the parent's sockets unclosed (the listener's file is the
+        parent's to remove) and return them for the caller to keep; rebind lazily."""
+        inherited = [s for s in (self._sender, self._listener) if s is not None]
+        self._sender = self._listener = None
+        self._listener_path = None
+        self._listen_failed = False
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        return inherited
+
     def close(self) -> None:
         with self._lock:
             for sock in (self._sender, self._listener):
