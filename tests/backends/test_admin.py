@@ -33,9 +33,10 @@ def test_cancel_of_a_pending_job_is_immediate(backend, delay):
     now = time.time()
     job = insert_one(backend, now=now, delay=delay)
 
-    returned = backend.job_cancel(job.id, now + 1)
+    returned = backend.job_cancel(job.id, now + 1).record
 
     for record in (returned, get(backend, job.id)):
+        assert record is not None
         assert record.id == job.id
         assert record.state is JobState.CANCELLED
         assert record.finished_at == pytest.approx(now + 1, abs=1e-6)
@@ -47,16 +48,18 @@ def test_cancel_of_an_active_job_requests_it(backend):
     job = insert_one(backend, now=now)
     running = claim_one(backend, now=now)
 
-    returned = backend.job_cancel(job.id, now + 1)
+    returned = backend.job_cancel(job.id, now + 1).record
 
     for record in (returned, get(backend, job.id)):
+        assert record is not None
         assert record.state is JobState.ACTIVE
         assert record.cancel_requested is True
         assert record.worker_id == running.worker_id
         assert record.attempt == 1
         assert record.finished_at is None
     # Asking twice is harmless.
-    assert backend.job_cancel(job.id, now + 2).cancel_requested is True
+    again = backend.job_cancel(job.id, now + 2).record
+    assert again is not None and again.cancel_requested is True
 
 
 @pytest.mark.parametrize("kind", ["completed", "failed", "cancelled"])
@@ -72,7 +75,7 @@ def test_cancel_of_a_finished_job_is_refused(backend, kind):
 
 def test_cancel_of_an_unknown_job_raises_not_found(backend):
     with pytest.raises(JobNotFound, match="no-such-job"):
-        backend.job_cancel("no-such-job", time.time())
+        backend.job_cancel("no-such-job")
 
 
 # manual retry ---------------------------------------------------------------------------
@@ -81,9 +84,10 @@ def test_retry_of_a_failed_job_allows_one_more_attempt(backend):
     job = finished_job(backend, "failed", now=now, max_attempts=1)
     assert job.attempt == 1
 
-    returned = backend.job_retry(job.id, now + 1)
+    returned = backend.job_retry(job.id, now + 1).record
 
     for record in (returned, get(backend, job.id)):
+        assert record is not None
         assert record.state is JobState.QUEUED
         assert record.max_attempts >= record.attempt + 1
         assert record.finished_at is None
@@ -101,8 +105,9 @@ def test_retry_of_a_cancelled_pending_job(backend):
     job = insert_one(backend, now=now, max_attempts=3)
     backend.job_cancel(job.id, now)
 
-    returned = backend.job_retry(job.id, now + 1)
+    returned = backend.job_retry(job.id, now + 1).record
 
+    assert returned is not None
     assert returned.state is JobState.QUEUED
     assert returned.max_attempts == 3
     assert returned.finished_at is None
@@ -114,8 +119,9 @@ def test_retry_of_a_job_cancelled_while_running_clears_the_request(backend):
     job = finished_job(backend, "cancelled", now=now, max_attempts=1)
     assert job.cancel_requested
 
-    returned = backend.job_retry(job.id, now + 1)
+    returned = backend.job_retry(job.id, now + 1).record
 
+    assert returned is not None
     assert returned.state is JobState.QUEUED
     assert returned.cancel_requested is False
     again = claim_one(backend, queues=(job.queue,), now=now + 2)
@@ -143,7 +149,7 @@ def test_retry_of_a_job_that_did_not_fail_is_refused(backend, state):
 
 def test_retry_of_an_unknown_job_raises_not_found(backend):
     with pytest.raises(JobNotFound, match="no-such-job"):
-        backend.job_retry("no-such-job", time.time())
+        backend.job_retry("no-such-job")
 
 
 def test_retry_refused_while_another_job_holds_the_key(backend):
@@ -160,7 +166,13 @@ def test_retry_refused_while_another_job_holds_the_key(backend):
 
 
 # prune ----------------------------------------------------------------------------------
-def test_prune_removes_finished_jobs_older_than_their_cut_off(backend):
+def prune(backend, *, keep_completed, keep_failed, limit=1000, now=None) -> int:
+    return backend.job_prune(
+        PruneParams(keep_completed=keep_completed, keep_failed=keep_failed, limit=limit, now=now)
+    )
+
+
+def test_prune_removes_finished_jobs_older_than_their_retention(backend):
     now = time.time()
     old_completed = finished_job(backend, "completed", now=now - 1000)
     new_completed = finished_job(backend, "completed", now=now - 10)
@@ -173,7 +185,7 @@ def test_prune_removes_finished_jobs_older_than_their_cut_off(backend):
     active = insert_one(backend, now=now - 9000, queue="busy")
     claim_one(backend, queues=("busy",), now=now - 8000)
 
-    removed = backend.job_prune(PruneParams(completed_before=now - 100, failed_before=now - 2000))
+    removed = prune(backend, keep_completed=100, keep_failed=2000, now=now)
 
     assert removed == 3
     gone = {old_completed.id, old_failed.id, old_cancelled.id}
@@ -188,7 +200,42 @@ def test_prune_removes_finished_jobs_older_than_their_cut_off(backend):
     assert all(backend.job_get(i) is None for i in gone)
     assert all(backend.job_get(i) is not None for i in kept)
     assert {r.id for r in backend.job_list(JobListParams(limit=100))} == kept
-    assert backend.job_prune(PruneParams(completed_before=now - 100, failed_before=now - 2000)) == 0
+    assert prune(backend, keep_completed=100, keep_failed=2000, now=now) == 0
+
+
+def test_prune_deletes_at_most_its_limit_per_call(backend):
+    now = time.time()
+    prunable = {
+        finished_job(backend, kind, now=now - 1000 - n).id
+        for n, kind in enumerate(["completed", "failed", "cancelled", "completed", "failed"])
+    }
+    recent = {finished_job(backend, kind, now=now - 10).id for kind in ("completed", "failed")}
+    unfinished = {
+        insert_one(backend, now=now - 9000).id,
+        insert_one(backend, now=now - 9000, delay=99999).id,
+    }
+
+    removed = [prune(backend, keep_completed=100, keep_failed=100, limit=2, now=now)]
+    while removed[-1]:
+        assert len(removed) < 10, f"prune keeps deleting: {removed}"
+        removed.append(prune(backend, keep_completed=100, keep_failed=100, limit=2, now=now))
+
+    assert removed == [2, 2, 1, 0]
+    assert all(backend.job_get(i) is None for i in prunable)
+    assert {r.id for r in backend.job_list(JobListParams(limit=100))} == recent | unfinished
+
+
+def test_prune_without_now_judges_retention_by_the_stores_clock(backend):
+    now = time.time()
+    old = finished_job(backend, "completed", now=now - 1000)
+    job = insert_one(backend, queue="fresh")
+    running = claim_one(backend, queues=("fresh",))
+    backend.job_complete_many([outcome(running, "completed")])  # finished by the store's clock
+
+    assert prune(backend, keep_completed=100, keep_failed=100) == 1
+
+    assert backend.job_get(old.id) is None
+    assert get(backend, job.id).state is JobState.COMPLETED
 
 
 def test_prune_never_removes_pending_or_active_jobs(backend):
@@ -201,8 +248,6 @@ def test_prune_never_removes_pending_or_active_jobs(backend):
     )
     claim_one(backend, queues=("busy",), now=now - 10**5)
 
-    assert (
-        backend.job_prune(PruneParams(completed_before=now + 10**6, failed_before=now + 10**6)) == 0
-    )
+    assert prune(backend, keep_completed=0, keep_failed=0, now=now + 10**6) == 0
 
     assert all(backend.job_get(j.id) is not None for j in jobs)

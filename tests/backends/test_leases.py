@@ -1,4 +1,4 @@
-"""Leases: heartbeat, release (graceful shutdown) and rescue of expired leases."""
+"""Leases: heartbeat, release (claimed jobs given back unstarted) and rescue of expired leases."""
 
 from __future__ import annotations
 
@@ -6,24 +6,22 @@ import time
 
 import pytest
 
-from conveyor.backends.base import HeartbeatParams, ReleaseParams, RescueResult
+from conveyor.backends.base import RescueResult
 from conveyor.model.states import JobState
 
-from .factory import claim, claim_one, get, insert, insert_one, new_job, outcome
+from .factory import (
+    claim,
+    claim_one,
+    get,
+    heartbeat,
+    insert,
+    insert_one,
+    new_job,
+    outcome,
+    release,
+)
 
 WORKER_LOST = "worker lost"
-
-
-def heartbeat(backend, ids, *, worker_id="w1", lease=30.0, now):
-    return backend.job_heartbeat(
-        HeartbeatParams(worker_id=worker_id, job_ids=tuple(ids), lease_seconds=lease, now=now)
-    )
-
-
-def release(backend, ids, *, worker_id="w1", queues=("default",), now):
-    backend.job_release_many(
-        ReleaseParams(worker_id=worker_id, job_ids=tuple(ids), queues=tuple(queues), now=now)
-    )
 
 
 # heartbeat ------------------------------------------------------------------------------
@@ -77,7 +75,10 @@ def test_heartbeat_leaves_finished_and_pending_jobs_alone(backend):
 
 
 # release --------------------------------------------------------------------------------
-def test_release_puts_the_job_back_without_counting_the_attempt(backend):
+def test_release_of_a_job_whose_handler_never_started_does_not_count_the_attempt(backend):
+    """A claimed job given back before its handler started costs nothing, so even a job
+    with max_attempts=1 runs later. (A job whose handler had started is not released: the
+    engine records that attempt as a counted retry, so max_attempts bounds every run.)"""
     now = time.time()
     job = insert_one(backend, now=now, max_attempts=1)
     running = claim_one(backend, worker_id="w1", now=now)
@@ -115,7 +116,7 @@ def test_release_by_another_worker_is_ignored(backend):
     claim_one(backend, worker_id="w1", now=now)
     before = get(backend, job.id)
 
-    release(backend, [job.id], worker_id="w2", now=now + 1)
+    assert release(backend, [job.id], worker_id="w2", now=now + 1) == {}
 
     assert get(backend, job.id) == before
 
@@ -124,7 +125,8 @@ def test_release_of_several_jobs(backend):
     now = time.time()
     jobs = insert(backend, *[new_job(now=now) for _ in range(3)])
     claim(backend, limit=3, now=now)
-    release(backend, [j.id for j in jobs], now=now + 1)
+    changes = release(backend, [j.id for j in jobs], now=now + 1)
+    assert set(changes) == {j.id for j in jobs}
     assert all(get(backend, j.id).state is JobState.QUEUED for j in jobs)
     assert len(claim(backend, limit=10, now=now + 1)) == 3
 

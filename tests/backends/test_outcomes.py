@@ -10,7 +10,17 @@ from conveyor.model.codec import encode
 from conveyor.model.job import AttemptError
 from conveyor.model.states import JobState
 
-from .factory import claim, claim_one, get, insert, insert_one, new_job, outcome
+from .factory import (
+    claim,
+    claim_one,
+    complete,
+    get,
+    insert,
+    insert_one,
+    new_job,
+    outcome,
+    store_window,
+)
 
 
 def test_completed_stores_result_and_finish_time(backend):
@@ -85,6 +95,45 @@ def test_retry_due_now_goes_back_to_queued(backend, run_at):
     assert record.state is JobState.QUEUED
     assert len(record.errors) == 1
     assert claim_one(backend, now=now + 1).id == job.id
+
+
+def test_retry_delay_counts_from_the_finish_time(backend):
+    now = time.time()
+    job = insert_one(backend, now=now)
+    running = claim_one(backend, now=now)
+
+    backend.job_complete_many([outcome(running, "retry", finished_at=now + 1, delay=30)])
+
+    record = get(backend, job.id)
+    assert record.state is JobState.SCHEDULED
+    assert record.run_at == pytest.approx(now + 31, abs=1e-6)
+    assert claim(backend, now=now + 30.5) == []
+    assert claim_one(backend, now=now + 31).id == job.id
+
+
+def test_retry_run_at_overrides_the_delay(backend):
+    now = time.time()
+    job = insert_one(backend, now=now)
+    running = claim_one(backend, now=now)
+
+    backend.job_complete_many(
+        [outcome(running, "retry", finished_at=now + 1, delay=30, run_at=now + 5)]
+    )
+
+    assert get(backend, job.id).run_at == pytest.approx(now + 5, abs=1e-6)
+
+
+def test_retry_delay_without_a_finish_time_counts_from_the_stores_now(backend):
+    job = insert_one(backend)
+    running = claim_one(backend)
+
+    _, window = store_window(
+        backend, lambda: backend.job_complete_many([outcome(running, "retry", delay=60)])
+    )
+
+    record = get(backend, job.id)
+    assert record.state is JobState.SCHEDULED
+    assert window.holds(record.run_at, offset=60)
 
 
 def test_errors_accumulate_one_per_attempt_in_order(backend):
@@ -174,28 +223,49 @@ def rescued_and_reclaimed(backend, now):
     return first, second
 
 
-@pytest.mark.parametrize("kind", ["completed", "retry", "failed", "cancelled"])
+ALL_KINDS = ["completed", "retry", "failed", "cancelled", "snooze"]
+
+
+def delay_for(kind: str) -> float | None:
+    """A delay for the outcomes that take one."""
+    return 5.0 if kind in ("retry", "snooze") else None
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_outcome_of_a_stale_attempt_is_ignored(backend, kind):
     now = time.time()
     first, second = rescued_and_reclaimed(backend, now)
     before = get(backend, second.id)
 
-    backend.job_complete_many([outcome(first, kind, finished_at=now + 13, result="late")])
+    changes = backend.job_complete_many(
+        [outcome(first, kind, finished_at=now + 13, result="late", delay=delay_for(kind))]
+    )
 
+    assert changes == []
     assert get(backend, second.id) == before
 
 
-@pytest.mark.parametrize("kind", ["completed", "retry", "failed", "cancelled"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_outcome_from_another_worker_is_ignored(backend, kind):
     now = time.time()
     _, second = rescued_and_reclaimed(backend, now)
     before = get(backend, second.id)
 
     # Right attempt number, wrong worker.
-    backend.job_complete_many(
-        [outcome(second, kind, worker_id="w1", finished_at=now + 13, result="forged")]
+    changes = backend.job_complete_many(
+        [
+            outcome(
+                second,
+                kind,
+                worker_id="w1",
+                finished_at=now + 13,
+                result="forged",
+                delay=delay_for(kind),
+            )
+        ]
     )
 
+    assert changes == []
     assert get(backend, second.id) == before
 
 
@@ -205,43 +275,54 @@ def test_outcome_for_a_finished_job_is_ignored(backend):
     backend.job_complete_many([outcome(running, "completed", finished_at=100.0, result=1)])
     before = get(backend, job.id)
 
-    backend.job_complete_many(
+    changes = backend.job_complete_many(
         [
             outcome(running, "failed", finished_at=200.0),
             outcome(running, "completed", finished_at=300.0, result=2),
+            outcome(running, "snooze", finished_at=400.0, delay=5),
         ]
     )
 
+    assert changes == []
     assert get(backend, job.id) == before
 
 
 def test_a_batch_of_mixed_outcomes(backend):
     now = time.time()
-    jobs = insert(backend, *[new_job(now=now + i * 0.001) for i in range(5)])
-    running = {j.id: j for j in claim(backend, limit=5, worker_id="w1", now=now + 1)}
-    a, b, c, d, e = (running[j.id] for j in jobs)
+    jobs = insert(backend, *[new_job(now=now + i * 0.001) for i in range(6)])
+    running = {j.id: j for j in claim(backend, limit=6, worker_id="w1", now=now + 1)}
+    a, b, c, d, e, f = (running[j.id] for j in jobs)
 
-    backend.job_complete_many(
-        [
-            outcome(a, "completed", finished_at=now + 2, result="A"),
-            outcome(b, "retry", finished_at=now + 2, run_at=now + 60, error="later"),
-            outcome(c, "failed", finished_at=now + 2, error="dead"),
-            outcome(d, "cancelled", finished_at=now + 2),
-            outcome(e, "completed", finished_at=now + 2, attempt=7),  # stale: ignored
-        ]
+    changes = complete(
+        backend,
+        outcome(a, "completed", finished_at=now + 2, result="A"),
+        outcome(b, "retry", finished_at=now + 2, run_at=now + 60, error="later"),
+        outcome(c, "failed", finished_at=now + 2, error="dead"),
+        outcome(d, "cancelled", finished_at=now + 2),
+        outcome(e, "completed", finished_at=now + 2, attempt=7),  # stale: ignored
+        outcome(f, "snooze", finished_at=now + 2, delay=30),
     )
 
+    assert {i: c.to_state for i, c in changes.items()} == {
+        a.id: JobState.COMPLETED,
+        b.id: JobState.SCHEDULED,
+        c.id: JobState.FAILED,
+        d.id: JobState.CANCELLED,
+        f.id: JobState.SCHEDULED,
+    }
     states = {j.id: get(backend, j.id) for j in jobs}
     assert states[a.id].state is JobState.COMPLETED and states[a.id].result == "A"
     assert states[b.id].state is JobState.SCHEDULED and states[b.id].last_error == "later"
     assert states[c.id].state is JobState.FAILED and states[c.id].last_error == "dead"
     assert states[d.id].state is JobState.CANCELLED
     assert states[e.id].state is JobState.ACTIVE and states[e.id].worker_id == "w1"
+    assert states[f.id].state is JobState.SCHEDULED and states[f.id].snoozes == 1
+    assert states[f.id].attempt == 0 and states[f.id].errors == ()
 
 
 def test_empty_outcome_batch_is_a_no_op(backend):
     job = insert_one(backend)
-    backend.job_complete_many([])
+    assert backend.job_complete_many([]) == []
     assert get(backend, job.id) == job
 
 

@@ -1,4 +1,4 @@
-"""Reads: job_list, job_next_due_at, queue_stats and pause/resume as stats show them."""
+"""Reads: job_list, job_next_due_in, queue_stats and pause/resume as stats show them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conveyor.backends.base import JobListParams
 from conveyor.model.states import JobState
 
-from .factory import claim, claim_one, get, insert, insert_one, new_job, outcome
+from .factory import claim, claim_one, get, insert, insert_one, new_job, outcome, store_window
 
 
 def insert_in_distinct_milliseconds(backend, count, **kwargs):
@@ -87,9 +87,20 @@ def test_job_get_of_an_unknown_id_is_none(backend):
 
 
 # next due -------------------------------------------------------------------------------
-def test_next_due_at_is_the_earliest_scheduled_job_of_the_queues(backend):
+def assert_due_at(backend, queues, run_at):
+    """The earliest due time of `queues` is `run_at`: `job_next_due_in` is `run_at` minus
+    the store's now."""
+    value, window = store_window(backend, lambda: backend.job_next_due_in(queues))
+    assert value is not None, f"nothing due in {queues}, expected a job due at {run_at}"
+    assert window.holds(run_at - value), (
+        f"due in {value} s from a store now of {run_at - value}, outside [{window.start}, "
+        f"{window.end}]: not counted from the store's clock to {run_at}"
+    )
+
+
+def test_next_due_in_counts_to_the_earliest_scheduled_job_of_the_queues(backend):
     now = time.time()
-    assert backend.job_next_due_at(["a"]) is None
+    assert backend.job_next_due_in(["a"]) is None
     insert(
         backend,
         new_job(queue="a", delay=50, now=now),
@@ -99,39 +110,47 @@ def test_next_due_at_is_the_earliest_scheduled_job_of_the_queues(backend):
         new_job(queue="a", now=now),
     )  # queued: already due, not a wake-up time
 
-    assert backend.job_next_due_at(["a"]) == pytest.approx(now + 20, abs=1e-6)
-    assert backend.job_next_due_at(["b"]) == pytest.approx(now + 10, abs=1e-6)
-    assert backend.job_next_due_at(["a", "b"]) == pytest.approx(now + 10, abs=1e-6)
-    assert backend.job_next_due_at(["d"]) is None
-    assert backend.job_next_due_at([]) is None
+    assert_due_at(backend, ["a"], now + 20)
+    assert_due_at(backend, ["b"], now + 10)
+    assert_due_at(backend, ["a", "b"], now + 10)
+    assert backend.job_next_due_in(["d"]) is None
+    assert backend.job_next_due_in([]) is None
 
 
-def test_next_due_at_moves_on_once_the_earliest_job_ran(backend):
+def test_next_due_in_is_not_positive_once_the_time_has_come(backend):
+    now = time.time()
+    insert_one(backend, queue="late", delay=5, now=now - 10)  # due 5 s ago, not yet claimed
+
+    assert backend.job_next_due_in(["late"]) <= 0
+    assert_due_at(backend, ["late"], now - 5)
+
+
+def test_next_due_in_moves_on_once_the_earliest_job_ran(backend):
     now = time.time()
     first = insert_one(backend, delay=10, now=now)
     insert_one(backend, delay=30, now=now)
-    assert backend.job_next_due_at(["default"]) == pytest.approx(now + 10, abs=1e-6)
+    assert_due_at(backend, ["default"], now + 10)
     assert claim_one(backend, now=now + 10).id == first.id
-    assert backend.job_next_due_at(["default"]) == pytest.approx(now + 30, abs=1e-6)
+    assert_due_at(backend, ["default"], now + 30)
     claim_one(backend, now=now + 30)
-    assert backend.job_next_due_at(["default"]) is None
+    assert backend.job_next_due_in(["default"]) is None
 
 
-def test_next_due_at_includes_a_retry_scheduled_later(backend):
+def test_next_due_in_includes_a_retry_scheduled_later(backend):
     now = time.time()
     insert_one(backend, now=now)
     running = claim_one(backend, now=now)
-    assert backend.job_next_due_at(["default"]) is None
+    assert backend.job_next_due_in(["default"]) is None
     backend.job_complete_many([outcome(running, "retry", finished_at=now + 1, run_at=now + 9)])
-    assert backend.job_next_due_at(["default"]) == pytest.approx(now + 9, abs=1e-6)
+    assert_due_at(backend, ["default"], now + 9)
 
 
-def test_next_due_at_ignores_paused_queues(backend):
+def test_next_due_in_ignores_paused_queues(backend):
     now = time.time()
     insert_one(backend, queue="paused", delay=5, now=now - 10)  # due 5 s ago
     backend.queue_pause("paused")
     assert claim(backend, ("paused",), now=now) == []
-    assert backend.job_next_due_at(["paused"]) is None
+    assert backend.job_next_due_in(["paused"]) is None
 
 
 # queue stats ----------------------------------------------------------------------------
@@ -222,6 +241,6 @@ def test_queue_stats_of_an_idle_queue(backend):
 
 def test_paused_queue_without_jobs_shows_in_stats(backend):
     backend.queue_pause("empty")
-    (stats,) = backend.queue_stats(time.time(), "empty")
+    (stats,) = backend.queue_stats(name="empty")
     assert stats.paused is True
     assert sum(stats.counts.values()) == 0

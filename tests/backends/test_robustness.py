@@ -9,21 +9,14 @@ import time
 import pytest
 
 from conveyor.backends import open_backend
-from conveyor.backends.base import HeartbeatParams
 from conveyor.backends.sqlite import wake
 from conveyor.backends.sqlite.backend import path_from_url
 from conveyor.model.states import JobState
 
-from .factory import claim_one, get, insert_one, new_job, require_capability
+from .factory import claim_one, get, heartbeat, insert_one, new_job, require_capability
 
 WAIT = 2.0
 """Upper bound of a wait for a wake-up that works: it arrives long before."""
-
-
-def heartbeat(backend, ids, *, worker_id, now, lease=30.0):
-    return backend.job_heartbeat(
-        HeartbeatParams(worker_id=worker_id, job_ids=tuple(ids), lease_seconds=lease, now=now)
-    )
 
 
 def test_heartbeat_after_rescue_and_reclaim_tells_only_the_new_holder(backend):

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,29 +98,47 @@ def test_a_newer_schema_version_is_refused_with_upgrade_advice(backend, file_sto
     assert version == "999"
 
 
-def test_a_version_1_store_is_upgraded_on_open_and_keeps_its_jobs(file_store):
+UNDO_3 = [
+    "DROP TABLE conveyor_leaders",
+    "DROP INDEX conveyor_jobs_prune",
+    "ALTER TABLE conveyor_jobs DROP COLUMN snoozes",
+]
+OLDER_SCHEMAS = {1: [*UNDO_3, "DROP TABLE conveyor_workers"], 2: UNDO_3}
+"""How to turn today's schema back into each older version (undo what later migrations
+added)."""
+
+
+@pytest.mark.parametrize("version", sorted(OLDER_SCHEMAS))
+def test_an_older_store_is_upgraded_on_open_and_keeps_its_jobs(file_store, version):
     _, url_for = file_store
-    url = url_for("old.db")
+    url = url_for(f"old-{version}.db")
     store = open_backend(url)
     store.open()
     try:
         (job,) = insert(store, new_job())
     finally:
         store.close()
-    with sqlite3.connect(path_from_url(url)) as conn:  # as version 1 left it
-        conn.execute("DROP TABLE conveyor_workers")
-        conn.execute("UPDATE conveyor_meta SET value = '1' WHERE key = 'schema_version'")
+    with sqlite3.connect(path_from_url(url)) as conn:  # as that version left it
+        for statement in OLDER_SCHEMAS[version]:
+            conn.execute(statement)
+        conn.execute(
+            "UPDATE conveyor_meta SET value = ? WHERE key = 'schema_version'", (str(version),)
+        )
     conn.close()
 
     upgraded = open_backend(url)
     upgraded.open(migrate=True)
     try:
-        assert SCHEMA_VERSION == 2
+        assert SCHEMA_VERSION == 3
         assert upgraded.schema_version() == SCHEMA_VERSION
         assert get(upgraded, job.id) == job
+        assert get(upgraded, job.id).snoozes == 0
         entry = WorkerInfo("w1", "worker", "h", 1, ("default",), 1, 10.0, 10.0)
         upgraded.worker_beat(entry, ttl=5.0)
-        assert upgraded.worker_list(12.0) == [entry]
+        (listed,) = upgraded.worker_list()
+        assert listed == replace(entry, heartbeat_at=listed.heartbeat_at)
+        assert upgraded.leader_elect("maintenance", "w1", 5.0) is True
+        assert upgraded.leader_get("maintenance") == "w1"
     finally:
         upgraded.close()
 
