@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class ConveyorError(Exception):
     """Base class of every error Conveyor raises on its own."""
@@ -42,6 +44,8 @@ class RetryAfter(Exception):
 
     def __init__(self, seconds: float, message: str = "") -> None:
         self.seconds = float(seconds)
+        if not math.isfinite(self.seconds) or self.seconds < 0:
+            raise ValueError(f"RetryAfter takes a finite number of seconds >= 0, not {seconds!r}")
         super().__init__(message or f"retry after {self.seconds:g}s")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from .limits import check_new_job, storable_text
 from .states import JobState
 
 
@@ -18,6 +19,13 @@ class AttemptError:
     at: float
     error: str
     traceback: str | None = None
+
+    def __post_init__(self) -> None:
+        # An exception's text may hold NUL characters or lone surrogates that PostgreSQL (or
+        # any JSON encoder) refuses: escaped here, the error is stored on every store.
+        object.__setattr__(self, "error", storable_text(self.error))
+        if self.traceback is not None:
+            object.__setattr__(self, "traceback", storable_text(self.traceback))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +58,9 @@ class NewJob:
     custom_id: bool = False
     """The caller chose the id (it may name an existing or long-finished job); ids Conveyor
     generates are new by construction, which lets a store skip looking for them."""
+
+    def __post_init__(self) -> None:
+        check_new_job(self)  # what one store would take and another refuse (limits.py)
 
     @property
     def state(self) -> JobState:
