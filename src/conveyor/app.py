@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
+from .admin import Admin
 from .backends import DEFAULT_CONNECT_TIMEOUT, DEFAULT_URL, open_backend
 from .backends.base import Backend, QueueStats
 from .changes import ChangeFeed
@@ -103,6 +103,10 @@ class Conveyor:
     ) -> None:
         """`migrate=False`: do not create or upgrade the schema at start-up; a store that is
         not at this version is then refused (run `conveyor migrate` in your deploy step)."""
+        if isinstance(payload_limit, bool) or not isinstance(payload_limit, int):
+            raise ValueError(f"payload_limit must be a number of bytes, not {payload_limit!r}")
+        if payload_limit < 1:
+            raise ValueError(f"payload_limit must be at least 1 byte, not {payload_limit}")
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
         self.payload_limit = payload_limit
         self.settings = settings or Settings()
@@ -110,8 +114,15 @@ class Conveyor:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.changes = ChangeFeed()
         """Every job state change the engine and admin calls apply (see `changes.py`)."""
+        self.admin = Admin(self)
+        """Reads and admin actions (what the CLI and the HTTP service call)."""
         self._backend: Backend | None = None
         self._lock = threading.Lock()
+        self._built: Backend | None = self._build()  # a bad URL fails here, not at first use
+
+    def _build(self) -> Backend:
+        """The store for `self.url`, built but not connected (StoreError for a bad URL)."""
+        return open_backend(self.url, connect_timeout=self.settings.connect_timeout)
 
     @property
     def backend(self) -> Backend:
@@ -119,7 +130,7 @@ class Conveyor:
         if self._backend is None:
             with self._lock:
                 if self._backend is None:
-                    backend = open_backend(self.url, connect_timeout=self.settings.connect_timeout)
+                    backend, self._built = self._built or self._build(), None
                     backend.open(migrate=self.migrate)
                     self._backend = backend
         return self._backend
@@ -128,6 +139,7 @@ class Conveyor:
         """Point at another store (the CLI's --url); closes the current one."""
         self.close()
         self.url = url
+        self._built = self._build()
 
     def close(self) -> None:
         if self._backend is not None:
@@ -247,25 +259,25 @@ class Conveyor:
             records = self.backend.job_insert_many(batch, connection=connection)
         return [Job(self, record) for record in records]
 
-    # reads and admin ----------------------------------------------------------------------
+    # reads and admin (through `self.admin`, like every surface) ---------------------------
     def get_job(self, job_id: str) -> Job | None:
-        record = self.backend.job_get(job_id)
+        record = self.admin.get_job(job_id)
         return None if record is None else Job(self, record)
 
     def queue_stats(self, name: str | None = None) -> list[QueueStats]:
-        return self.backend.queue_stats(time.time(), name)
+        return self.admin.queue_stats(name)
 
     def pause_queue(self, name: str) -> None:
-        self.backend.queue_pause(name)
+        self.admin.pause_queue(name)
 
     def resume_queue(self, name: str) -> None:
-        self.backend.queue_resume(name)
+        self.admin.resume_queue(name)
 
     def retry_job(self, job_id: str) -> Job:
-        return Job(self, self.backend.job_retry(job_id, time.time()))
+        return Job(self, self.admin.retry_job(job_id))
 
     def cancel_job(self, job_id: str) -> Job:
-        return Job(self, self.backend.job_cancel(job_id, time.time()))
+        return Job(self, self.admin.cancel_job(job_id))
 
     def __repr__(self) -> str:
         return f"<Conveyor {self.url} tasks={len(self.tasks)}>"

@@ -53,7 +53,7 @@ class Job:
         return self.record.errors
 
     def refresh(self) -> Job:
-        record = self.app.backend.job_get(self.id)
+        record = self.app.admin.get_job(self.id)
         if record is None:
             raise JobNotFound(f"job {self.id} no longer exists (pruned?)")
         self.record = record
@@ -92,12 +92,12 @@ class Job:
 
     def cancel(self) -> Job:
         """Cancel: a pending job at once, a running one cooperatively."""
-        self.record = self.app.backend.job_cancel(self.id, time.time())
+        self.record = self.app.admin.cancel_job(self.id)
         return self
 
     def retry(self) -> Job:
         """Run a failed or cancelled job again, with one more attempt allowed."""
-        self.record = self.app.backend.job_retry(self.id, time.time())
+        self.record = self.app.admin.retry_job(self.id)
         return self
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ..backends.base import JobListParams, QueueStats
+from ..backends.base import QueueStats
 from ..examples import demo_app
 from ..model.states import FINISHED_STATES, JobState
 from ..worker.runner import Worker
@@ -85,7 +85,7 @@ def _run(url: str, per_task: int, concurrency: int) -> None:
     thread.join(timeout=10)
     elapsed = time.perf_counter() - started
     _summary(console, app.queue_stats(), elapsed)
-    failed = app.backend.job_list(JobListParams(state=JobState.FAILED, limit=1))
+    failed = app.admin.list_jobs(state=JobState.FAILED, limit=1)
     if failed:
         sample = failed[0]
         console.print(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from ..backends.base import JobListParams
-from ..model.errors import JobNotFound
 from ..model.job import JobRecord
 from ..model.states import JobState
 from . import render
@@ -56,9 +52,8 @@ def list_jobs(
     as_json: bool,
 ) -> None:
     """List jobs, newest first."""
-    app = get_state(ctx).bare_app()
-    params = JobListParams(queue=queue, state=state, task=task, limit=limit, before_id=before)
-    records = app.backend.job_list(params)
+    admin = get_state(ctx).bare_app().admin
+    records = admin.list_jobs(queue=queue, state=state, task=task, limit=limit, before_id=before)
     if as_json:
         echo_json([r.to_dict() for r in records])
         return
@@ -66,20 +61,13 @@ def list_jobs(
         click.echo("no jobs match")
         return
     out = render.console()
-    out.print(render.jobs_table(records, time.time()))
+    out.print(render.jobs_table(records, admin.store_time()))
     if len(records) == limit:
         out.print(
             f"(first {limit}; more with --limit or --before {records[-1].id})",
             style="dim",
             markup=False,
         )
-
-
-def _get(ctx: click.Context, job_id: str) -> JobRecord:
-    record = get_state(ctx).bare_app().backend.job_get(job_id)
-    if record is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    return record
 
 
 @jobs.command("show")
@@ -89,12 +77,13 @@ def _get(ctx: click.Context, job_id: str) -> JobRecord:
 @click.pass_context
 def show_job(ctx: click.Context, job_id: str, full: bool, as_json: bool) -> None:
     """Show every field of one job: data, result, progress, errors with tracebacks."""
-    record = _get(ctx, job_id)
+    admin = get_state(ctx).bare_app().admin
+    record = admin.require_job(job_id)
     if as_json:
         extra = {"backoff": record.backoff, "lease_expires_at": record.lease_expires_at}
         echo_json({**record.to_dict(), **extra})
         return
-    render.echo_lines(render.job_detail(record, time.time(), full=full))
+    render.echo_lines(render.job_detail(record, admin.store_time(), full=full))
 
 
 def _report(record: JobRecord, as_json: bool) -> None:
@@ -112,7 +101,7 @@ def _report(record: JobRecord, as_json: bool) -> None:
 @click.pass_context
 def retry_job(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Run a failed or cancelled job again (one more attempt allowed)."""
-    _report(get_state(ctx).bare_app().retry_job(job_id).record, as_json)
+    _report(get_state(ctx).bare_app().admin.retry_job(job_id), as_json)
 
 
 @jobs.command("cancel")
@@ -121,4 +110,4 @@ def retry_job(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @click.pass_context
 def cancel_job(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Cancel a job: a pending one at once, a running one cooperatively."""
-    _report(get_state(ctx).bare_app().cancel_job(job_id).record, as_json)
+    _report(get_state(ctx).bare_app().admin.cancel_job(job_id), as_json)

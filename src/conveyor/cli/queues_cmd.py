@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from . import render
@@ -22,9 +20,10 @@ def queues() -> None:
 @click.pass_context
 def list_queues(ctx: click.Context, as_json: bool) -> None:
     """Every queue with its paused flag and job counts per state."""
-    now = time.time()
-    stats = get_state(ctx).bare_app().queue_stats()
+    admin = get_state(ctx).bare_app().admin
+    stats = admin.queue_stats()
     if as_json:
+        now = admin.store_time()
         echo_json([render.queue_dict(s, now) for s in stats])
         return
     if not stats:
@@ -39,22 +38,16 @@ def list_queues(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def queue_stats(ctx: click.Context, name: str, as_json: bool) -> None:
     """Counts, throughput, latency and error rate of one queue."""
-    now = time.time()
-    app = get_state(ctx).bare_app()
-    found = app.queue_stats(name)
+    admin = get_state(ctx).bare_app().admin
+    found = admin.queue_stats(name)
     if not found:
-        known = ", ".join(s.name for s in app.queue_stats()) or "none yet"
+        known = ", ".join(s.name for s in admin.queue_stats()) or "none yet"
         raise CliError(f"no queue named {name!r} (known queues: {known})")
+    now = admin.store_time()
     if as_json:
         echo_json(render.queue_dict(found[0], now))
         return
     render.echo_lines(render.queue_detail(found[0], now))
-
-
-def _name(name: str) -> str:
-    if not name.strip():
-        raise CliError("the queue name must not be empty")
-    return name
 
 
 @queues.command("pause")
@@ -62,7 +55,7 @@ def _name(name: str) -> str:
 @click.pass_context
 def pause_queue(ctx: click.Context, name: str) -> None:
     """Stop workers from claiming this queue's jobs (running ones finish)."""
-    get_state(ctx).bare_app().pause_queue(_name(name))
+    get_state(ctx).bare_app().admin.pause_queue(name)
     click.echo(f"queue {name} paused")
 
 
@@ -71,5 +64,5 @@ def pause_queue(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def resume_queue(ctx: click.Context, name: str) -> None:
     """Let workers claim this queue's jobs again."""
-    get_state(ctx).bare_app().resume_queue(_name(name))
+    get_state(ctx).bare_app().admin.resume_queue(name)
     click.echo(f"queue {name} resumed")

@@ -104,7 +104,9 @@ def state_text(state: JobState) -> Text:
 
 
 # jobs ---------------------------------------------------------------------------------------
-def jobs_table(records: Iterable[JobRecord], now: float) -> Table:
+def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
+    """One row per job; a SNOOZED column only when a listed job was ever snoozed."""
+    snoozed = any(r.snoozes for r in records)
     rows = [
         (
             Text(r.id),
@@ -112,18 +114,20 @@ def jobs_table(records: Iterable[JobRecord], now: float) -> Table:
             Text(r.queue),
             state_text(r.state),
             Text(f"{r.attempt}/{r.max_attempts}"),
+            *((Text(str(r.snoozes)),) if snoozed else ()),
             Text(str(r.priority)),
             Text(relative(r.enqueued_at, now)),
             Text(truncate(r.last_error), style="red"),
         )
         for r in records
     ]
-    headers = ("ID", "TASK", "QUEUE", "STATE", "ATTEMPT", "PRI", "ENQUEUED")
+    headers = ("ID", "TASK", "QUEUE", "STATE", "ATTEMPT", *(("SNOOZED",) if snoozed else ()))
+    headers += ("PRI", "ENQUEUED")
     table = Table(box=None, header_style="bold", pad_edge=False)
     for i, header in enumerate(headers):
         # Every column but the last error keeps its width: a narrow terminal cuts the error.
         widest = max([len(header), *(len(row[i]) for row in rows)])
-        right = header in ("ATTEMPT", "PRI")
+        right = header in ("ATTEMPT", "SNOOZED", "PRI")
         table.add_column(
             header, no_wrap=True, min_width=widest, justify="right" if right else "left"
         )
@@ -158,6 +162,8 @@ def job_detail(record: JobRecord, now: float, *, full: bool) -> list[str]:
         ("run time", ran or "-"),
         ("worker", r.worker_id or "-"),
     ]
+    if r.snoozes:
+        fields.insert(5, ("snoozes", f"{r.snoozes} (postponed without counting an attempt)"))
     if r.state == JobState.ACTIVE and r.lease_expires_at is not None:
         fields.append(("lease", f"until {when(r.lease_expires_at, now)}"))
     if r.backoff:
@@ -279,6 +285,7 @@ def worker_tree(workers: Sequence[WorkerInfo]) -> list[tuple[int, WorkerInfo]]:
 WORKER_HEADERS = (
     "ID",
     "KIND",
+    "LEADER",
     "HOST",
     "PID",
     "QUEUES",
@@ -292,7 +299,10 @@ WORKER_HEADERS = (
 _WORKER_NUMBERS = {"PID", "CONC", "DONE", "RUNNING", "RSS MB", "UP", "LAST BEAT"}
 
 
-def workers_table(tree: Iterable[tuple[int, WorkerInfo]], now: float) -> Table:
+def workers_table(
+    tree: Iterable[tuple[int, WorkerInfo]], now: float, leader: str | None = None
+) -> Table:
+    """`now` is the store's clock, which stamps the beats; `leader` the maintenance leader."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     for header in WORKER_HEADERS:
         right = header in _WORKER_NUMBERS
@@ -301,6 +311,7 @@ def workers_table(tree: Iterable[tuple[int, WorkerInfo]], now: float) -> Table:
         table.add_row(
             Text(("  " * (depth - 1) + "└ " if depth else "") + w.id),
             Text(w.kind, style="bold" if w.kind == "supervisor" else ""),
+            Text("yes", style="bold green") if w.id == leader else Text("-"),
             Text(w.hostname),
             str(w.pid),
             Text(",".join(w.queues)),
