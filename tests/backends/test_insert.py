@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from conveyor.backends.base import JobListParams, PruneParams
+from conveyor.model.errors import StoreError
 from conveyor.model.states import JobState
 
 from .factory import claim_one, get, insert, insert_one, new_job, outcome
@@ -224,3 +226,11 @@ def test_a_queue_first_named_in_a_batch_with_a_duplicate_is_known(backend):
     prune_everything_finished(backend)
     assert backend.job_get(fresh.id) is None
     assert "fresh" in [s.name for s in backend.queue_stats()]
+
+
+def test_a_store_without_transactional_enqueue_refuses_an_async_one(backend):
+    if backend.capabilities.transactional_enqueue:
+        pytest.skip(f"the store at {backend.url} enqueues inside the caller's transaction")
+    with pytest.raises(StoreError, match="enqueue after your commit"):
+        asyncio.run(backend.job_insert_many_async([new_job()], connection=object()))
+    assert count_jobs(backend) == 0

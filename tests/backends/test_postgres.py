@@ -32,7 +32,7 @@ from engine.helpers import WorkerThread, running_worker, wait_until
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402 -- after the importorskip above
 
-TABLES = ["jobs", "jobs_done", "meta", "queues", "workers"]
+TABLES = ["conveyor_leaders", "jobs", "jobs_done", "meta", "queues", "workers"]
 """Every table of a migrated schema."""
 NEWER = SCHEMA_VERSION + 1
 """A schema version this code does not know."""
@@ -302,27 +302,43 @@ def test_reopening_a_migrated_schema_changes_nothing(pg, make_pg_app):
     assert pg.count("meta") == 1
 
 
-def test_a_version_1_schema_is_upgraded_only_when_migrating(pg, make_pg_app):
+UNDO_3 = [
+    "DROP TABLE {schema}.conveyor_leaders",
+    "ALTER TABLE {schema}.jobs DROP COLUMN snoozes",
+    "ALTER TABLE {schema}.jobs_done DROP COLUMN snoozes",
+]
+OLDER_SCHEMAS = {1: [*UNDO_3, "DROP TABLE {schema}.workers"], 2: UNDO_3}
+"""How to turn today's schema back into each older version (undo what later migrations
+added)."""
+
+
+@pytest.mark.parametrize("version", sorted(OLDER_SCHEMAS))
+def test_an_older_schema_is_upgraded_only_when_migrating(pg, make_pg_app, version):
     app = make_pg_app()
     job = app.enqueue("echo", {"n": 3})
     app.close()
-    with pg.connect() as conn:  # as version 1 left it
-        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(pg.name, "workers")))
+    with pg.connect() as conn:  # as that version left it
+        for statement in OLDER_SCHEMAS[version]:
+            conn.execute(sql.SQL(statement).format(schema=sql.Identifier(pg.name)))
         conn.execute(
-            sql.SQL("UPDATE {}.meta SET value = '1' WHERE key = 'schema_version'").format(
+            sql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'schema_version'").format(
                 sql.Identifier(pg.name)
-            )
+            ),
+            (str(version),),
         )
+    older_tables = pg.tables()
     refused = open_backend(pg.url)
     with pytest.raises(StoreError, match="conveyor migrate"):
         refused.open(migrate=False)
     refused.close()
-    assert "workers" not in pg.tables()
+    assert pg.tables() == older_tables
 
     upgraded = make_pg_app()
-    assert upgraded.backend.schema_version() == SCHEMA_VERSION == 2
+    assert upgraded.backend.schema_version() == SCHEMA_VERSION == 3
     assert pg.tables() == TABLES
     assert upgraded.get_job(job.id).state == JobState.QUEUED
+    assert upgraded.backend.job_get(job.id).snoozes == 0
+    assert upgraded.backend.leader_elect("maintenance", "w1", 5.0) is True
     upgraded.close()
     assert make_pg_app(migrate=False).backend.schema_version() == SCHEMA_VERSION
 
@@ -425,6 +441,19 @@ def test_finished_jobs_leave_the_hot_table(pg, make_pg_app):
 
 
 # connection errors --------------------------------------------------------------------------
+def test_an_unreachable_server_fails_within_the_connect_timeout_hiding_the_password():
+    store = open_backend("postgresql://postgres:s3cret-pw@127.0.0.1:5999/test", connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(StoreError) as refused:
+        store.open()
+    assert time.monotonic() - started < 0.5 + 2.0
+    store.close()
+    message = str(refused.value)
+    assert "127.0.0.1:5999" in message
+    assert "0.5" in message, f"the timeout is not named: {message}"
+    assert "s3cret-pw" not in message
+
+
 def test_an_unreachable_server_fails_fast_naming_host_and_port():
     url = "postgresql://postgres@127.0.0.1:5999/test"
     store = open_backend(url)

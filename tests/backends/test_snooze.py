@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conveyor.backends.base import JobListParams
 from conveyor.model.states import JobState
 
 from .factory import claim, claim_one, complete, get, insert_one, outcome, store_window
@@ -34,6 +35,8 @@ def test_snooze_postpones_the_job_without_counting_the_attempt(backend):
     assert record.started_at is None
     assert record.finished_at is None
     assert record.cancel_requested is False
+
+    assert backend.job_list(JobListParams()) == [record]  # every read carries `snoozes`
 
     assert claim(backend, now=now + 30.5) == []
     again = claim_one(backend, now=now + 31)
