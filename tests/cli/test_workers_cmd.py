@@ -1,7 +1,8 @@
 """`conveyor workers`: the worker registry read through the real command.
 
-Entries are put in the store directly with `worker_beat`, relative to the real clock (the
-command reads the registry at its own `time.time()`).
+Entries are put in the store directly with `worker_beat` (the store stamps each beat with its
+own clock; on SQLite that is this host's), and the maintenance leader with `leader_elect`; one
+test runs a real worker and finds it leading.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 import pytest
 
 from conveyor.backends import open_backend
-from conveyor.backends.base import WorkerInfo
+from conveyor.backends.base import MAINTENANCE_LEADER, WorkerInfo
+from engine.helpers import wait_until
 
 from .helpers import Cli, make_cli
 
@@ -25,12 +27,15 @@ def cli(tmp_path) -> Cli:
     return make_cli(tmp_path)
 
 
-def beat(cli: Cli, *entries: WorkerInfo, ttl: float = TTL) -> None:
+def beat(cli: Cli, *entries: WorkerInfo, ttl: float = TTL, leader: str | None = None) -> None:
+    """Register `entries`; with `leader`, that id takes the maintenance lease."""
     store = open_backend(cli.url)
     store.open()
     try:
         for entry in entries:
             store.worker_beat(entry, ttl=ttl)
+        if leader is not None:
+            assert store.leader_elect(MAINTENANCE_LEADER, leader, ttl)
     finally:
         store.close()
 
@@ -85,15 +90,18 @@ def test_the_table_shows_each_supervisor_followed_by_its_children(cli):
     # after them: children follow their supervisor
     solo = entry("solo", hostname="host-b", started_at=now - 1000, pid=9, concurrency=4)
     first = entry("early", hostname="host-a", started_at=now - 5)
-    beat(cli, *children, solo, supervisor, first)
+    beat(cli, *children, solo, supervisor, first, leader="sup-1.2")
 
     headers, rows = table(cli.ok("workers"))
-    assert "|".join(headers) == "ID|KIND|HOST|PID|QUEUES|CONC|DONE|RUNNING|RSS MB|UP|LAST BEAT"
+    assert "|".join(headers) == (
+        "ID|KIND|LEADER|HOST|PID|QUEUES|CONC|DONE|RUNNING|RSS MB|UP|LAST BEAT"
+    )
     assert [row[0] for row in rows] == ["early", "sup-1", "└ sup-1.1", "└ sup-1.2", "solo"]
     by_id = {row[0].removeprefix("└ "): dict(zip(headers, row, strict=True)) for row in rows}
     assert by_id["sup-1"] | {"LAST BEAT": ""} == {
         "ID": "sup-1",
         "KIND": "supervisor",
+        "LEADER": "-",
         "HOST": "host-b",
         "PID": "500",
         "QUEUES": "default,email",
@@ -105,13 +113,15 @@ def test_the_table_shows_each_supervisor_followed_by_its_children(cli):
         "LAST BEAT": "",
     }
     child = by_id["sup-1.2"]
-    assert (child["KIND"], child["PID"], child["DONE"]) == ("worker", "502", "2")
+    assert (child["KIND"], child["LEADER"], child["PID"]) == ("worker", "yes", "502")
+    assert [row["ID"] for row in by_id.values() if row["LEADER"] == "yes"] == ["└ sup-1.2"]
+    assert child["DONE"] == "2"
     assert (child["RUNNING"], child["RSS MB"], child["UP"]) == ("2", "82", "3m")
-    assert re.fullmatch(r"\d+s ago", child["LAST BEAT"]), child  # beaten 2 s before the run
+    assert re.fullmatch(r"\d+s ago", child["LAST BEAT"]), child
     assert re.fullmatch(r"\d+s", by_id["early"]["UP"]), by_id["early"]  # started 5 s before
 
 
-def test_json_lists_every_field_of_every_live_worker(cli):
+def test_json_lists_every_field_of_every_live_worker_and_who_leads(cli):
     supervisor = entry("sup", kind="supervisor", stats={"scaled": [{"to": 3, "why": "backlog"}]})
     child = entry(
         "sup.1",
@@ -122,24 +132,30 @@ def test_json_lists_every_field_of_every_live_worker(cli):
         queues=("default", "email"),
         started_at=supervisor.started_at + 1,
     )
-    beat(cli, child, supervisor)
+    before = time.time()
+    beat(cli, child, supervisor, leader="sup.1")
 
     listed = cli.json("workers")
     assert [w["id"] for w in listed] == ["sup", "sup.1"]
+    assert [w.pop("leader") for w in listed] == [False, True]
     fields = [f.name for f in dataclasses.fields(WorkerInfo)]
     assert all(list(w) == fields for w in listed)
+    assert all(before - 1 <= w["heartbeat_at"] <= time.time() + 1 for w in listed)  # store time
     again = [
         WorkerInfo(**(w | {"queues": tuple(w["queues"]), "current_jobs": tuple(w["current_jobs"])}))
         for w in listed
     ]
-    assert again == [supervisor, child]
+    stamped = [
+        dataclasses.replace(w, heartbeat_at=a.heartbeat_at)
+        for w, a in zip([supervisor, child], again, strict=True)
+    ]
+    assert again == stamped
 
 
 def test_expired_workers_are_not_shown(cli):
-    now = time.time()
-    live = entry("live")
-    beat(cli, live, entry("gone", heartbeat_at=now - 100), ttl=30.0)
-    assert [w["id"] for w in cli.json("workers")] == ["live"]
+    beat(cli, entry("gone"), ttl=0.2)
+    beat(cli, entry("live"))
+    wait_until(lambda: [w["id"] for w in cli.json("workers")] == ["live"], timeout=10)
     _, rows = table(cli.ok("workers"))
     assert [row[0] for row in rows] == ["live"]
 
@@ -147,5 +163,26 @@ def test_expired_workers_are_not_shown(cli):
 def test_without_live_workers_it_says_so(cli):
     assert cli.ok("workers") == "no live workers\n"
     assert cli.json("workers") == []
-    beat(cli, entry("gone", heartbeat_at=time.time() - 100), ttl=30.0)
-    assert cli.ok("workers") == "no live workers\n"
+    beat(cli, entry("gone"), ttl=0.2)
+    wait_until(lambda: cli.ok("workers") == "no live workers\n", timeout=10)
+
+
+def test_a_running_worker_is_listed_as_the_leader(cli):
+    """The real thing: a worker elects itself maintenance leader and the command says so."""
+    worker = cli.popen("worker", "myapp:app")
+    try:
+        listed = wait_until(
+            lambda: [w for w in cli.json("workers") if w["leader"]],
+            timeout=20,
+            interval=0.2,
+            what="a live worker marked leader",
+        )
+        [leader] = listed
+        assert (leader["kind"], leader["pid"]) == ("worker", worker.pid)
+        headers, rows = table(cli.ok("workers"))
+        [row] = rows
+        assert dict(zip(headers, row, strict=True))["LEADER"] == "yes"
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    assert worker.returncode == 0
