@@ -12,6 +12,7 @@ from .model.errors import (
     NonRetryable,
     PayloadError,
     RetryAfter,
+    Snooze,
     StoreError,
 )
 from .model.priority import Priority
@@ -35,6 +36,7 @@ __all__ = [
     "Priority",
     "RetryAfter",
     "Settings",
+    "Snooze",
     "StoreError",
     "Task",
     "Worker",

@@ -161,6 +161,7 @@ class Conveyor:
         backoff: BackoffLike = "exponential",
         timeout: float | None = None,
         soft_timeout: float | None = None,
+        max_snoozes: int = 100,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -174,8 +175,10 @@ class Conveyor:
         backoff: BackoffLike = "exponential",
         timeout: float | None = None,
         soft_timeout: float | None = None,
+        max_snoozes: int = 100,
     ) -> Any:
-        """Register a handler. `soft_timeout` (default 80 % of `timeout`) only logs."""
+        """Register a handler. `soft_timeout` (default 80 % of `timeout`) only logs.
+        `max_snoozes`: how often a job may raise `Snooze` before it fails."""
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
             task_name = name or fn.__name__
@@ -191,7 +194,7 @@ class Conveyor:
             soft = (
                 soft_timeout if soft_timeout is not None else (timeout * 0.8 if timeout else None)
             )
-            task = Task(self, fn, task_name, defaults, soft)
+            task = Task(self, fn, task_name, defaults, soft, max_snoozes)
             self.tasks[task_name] = task
             return task
 

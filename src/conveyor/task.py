@@ -120,12 +120,20 @@ class Task(Generic[P, R]):
         name: str,
         defaults: JobOptions,
         soft_timeout: float | None,
+        max_snoozes: int = 100,
     ) -> None:
         self.app = app
         self.func = func
         self.name = name
         self.defaults = defaults.validated()
         self.soft_timeout = soft_timeout
+        if isinstance(max_snoozes, bool) or not isinstance(max_snoozes, int) or max_snoozes < 0:
+            raise ValueError(
+                f"task {name!r}: max_snoozes must be an integer >= 0, not {max_snoozes!r}"
+            )
+        self.max_snoozes = max_snoozes
+        """How often a job may `Snooze` (postpone itself without counting an attempt)
+        before it fails."""
         self.is_async = inspect.iscoroutinefunction(func)
         params = inspect.signature(func).parameters.values()
         for param in params:
@@ -143,6 +151,16 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
+
+    @property
+    def timeout(self) -> float | None:
+        """The default time limit of an attempt (a job may carry its own)."""
+        return self.defaults.timeout
+
+    @property
+    def backoff(self) -> BackoffLike:
+        """The default retry delays (a job may carry its own)."""
+        return self.defaults.backoff
 
     def check_data(self, data: dict[str, Any]) -> None:
         """Refuse data the handler could not be called with, before it is stored."""

@@ -1,12 +1,16 @@
-"""Retention: prune_finished removes old finished jobs, keeps recent and pending ones."""
+"""Retention: prune_finished removes old finished jobs (in bounded batches), keeps recent and
+pending ones; a freshly elected leader prunes soon, not after a first full interval."""
 
 from __future__ import annotations
 
 import time
 
+from conveyor import Settings
 from conveyor.backends.base import ClaimParams, Outcome
 from conveyor.maintenance.pruner import prune_finished
 from conveyor.model.job import AttemptError
+
+from .helpers import running_worker, wait_until
 
 DAY = 86400.0
 
@@ -77,3 +81,32 @@ def test_prune_never_removes_pending_or_active_jobs(make_app):
     for job in pending:
         assert app.get_job(job.id) is not None
     assert app.get_job(active.id).state.value == "active"
+
+
+def test_prune_goes_in_bounded_batches_until_nothing_is_left(make_app):
+    app = make_app()
+    now = time.time()
+    for n in range(7):
+        job = app.enqueue("t", {"n": n})
+        _finish(app, job, "completed", now - 8 * DAY)
+    calls: list[float] = []
+
+    def pause(seconds: float) -> bool:
+        calls.append(seconds)
+        return False
+
+    removed = prune_finished(app.backend, 7 * DAY, 30 * DAY, limit=3, pause=pause)
+    assert removed == 7
+    assert len(calls) == 2  # after each full batch of 3, none after the last one (1)
+
+
+def test_a_freshly_started_leader_prunes_soon(make_app):
+    # Before issue 8 the first prune waited for `prune_interval` of host uptime (it compared
+    # 0.0 with time.monotonic()), so a young host never pruned.
+    app = make_app(
+        Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, prune_interval=3600)
+    )
+    old = app.enqueue("t", {"name": "old"})
+    _finish(app, old, "completed", time.time() - 8 * DAY)
+    with running_worker(app):
+        wait_until(lambda: app.get_job(old.id) is None, 5, what="the old job pruned")

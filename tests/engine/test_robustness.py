@@ -336,7 +336,9 @@ def test_attempt_taken_over_by_another_worker_is_abandoned_unrecorded(make_app):
 SHORT_GRACE = Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, grace_period=0.3)
 
 
-def test_graceful_stop_releases_an_unfinished_job_without_counting_it(make_app):
+def test_graceful_stop_counts_the_attempt_of_a_job_still_running(make_app):
+    # Before issue 8 this asserted QUEUED at attempt 0 with no error: a job longer than the
+    # grace could run any number of times. Its last attempt now fails, with a clear error.
     app = make_app(SHORT_GRACE)
 
     @app.task(max_attempts=1)
@@ -352,9 +354,9 @@ def test_graceful_stop_releases_an_unfinished_job_without_counting_it(make_app):
     finally:
         runner.stop_and_join(5, force=True)
     record = record_of(app, job.id)
-    assert record.state == JobState.QUEUED
-    assert record.attempt == 0
-    assert record.errors == ()
+    assert record.state == JobState.FAILED
+    assert record.attempt == 1
+    assert len(record.errors) == 1 and "released at shutdown" in record.errors[0].error
 
 
 def test_graceful_stop_stops_a_released_sync_handler_at_its_next_check(make_app):
@@ -386,12 +388,12 @@ def test_graceful_stop_stops_a_released_sync_handler_at_its_next_check(make_app)
     assert how == "cancelled"
     assert after < 1.5  # soon after the 0.3 s grace, not after its 3 s
     record = record_of(app, job.id)
-    assert record.state == JobState.QUEUED
-    assert record.attempt == 0 and record.errors == ()
+    assert record.state == JobState.FAILED  # it had started: its only attempt counted
+    assert record.attempt == 1 and "released at shutdown" in record.errors[0].error
 
 
-def test_graceful_stop_releases_unfinished_jobs_while_an_outcome_is_refused(make_app):
-    """Acks that cannot be written must not keep the unfinished jobs from being released."""
+def test_graceful_stop_settles_unfinished_jobs_while_an_outcome_is_refused(make_app):
+    """Acks that cannot be written must not keep the unfinished jobs from being settled."""
     app = make_app(SHORT_GRACE)
     ran: list[str] = []
 
@@ -411,10 +413,10 @@ def test_graceful_stop_releases_unfinished_jobs_while_an_outcome_is_refused(make
         wait_for_state(app, job.id, JobState.ACTIVE)
         wait_until(lambda: ran, 2.0, what="the refused job ran")
         runner.worker.stop()
-        # released once the grace is over (0.3 s), not after the refused outcome is given up
-        record = wait_for_state(app, job.id, JobState.QUEUED, timeout=1.0)
+        # settled once the grace is over (0.3 s), not after the refused outcome is given up
+        record = wait_for_state(app, job.id, JobState.FAILED, timeout=1.0)
         runner.join(10)  # gives up the refused outcome after a few tries
     finally:
         runner.stop_and_join(5, force=True)
-    assert record.attempt == 0 and record.errors == ()
+    assert record.attempt == 1 and "released at shutdown" in record.errors[0].error
     assert record_of(app, bad.id).state != JobState.COMPLETED

@@ -1,4 +1,5 @@
-"""Graceful shutdown of an in-process worker: finish within the grace, else release unrun."""
+"""Graceful shutdown of an in-process worker: finish within the grace; past it, a started
+attempt counts ("released at shutdown", due again at once) and an unstarted one is released."""
 
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def test_stop_does_not_claim_new_jobs(make_app):
     assert second_record.attempt == 0
 
 
-def test_job_past_the_grace_period_is_released_without_counting_the_attempt(make_app):
+def test_job_past_the_grace_period_counts_its_attempt_and_is_due_again_at_once(make_app):
+    # Before issue 8 the attempt was given back (attempt - 1, no error), so a job longer than
+    # the grace ran forever on workers that kept stopping. A started run now always counts.
     app = make_app(
         Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, grace_period=0.3)
     )
@@ -84,9 +87,10 @@ def test_job_past_the_grace_period_is_released_without_counting_the_attempt(make
     finally:
         runner.stop_and_join(5, force=True)
     record = app.get_job(job.id).record
-    assert record.state == JobState.QUEUED
-    assert record.attempt == 0
-    assert record.errors == ()
+    assert record.state == JobState.QUEUED  # a retry due at once
+    assert record.attempt == 1
+    assert len(record.errors) == 1
+    assert record.errors[0].error.startswith("released at shutdown after 0.")
     assert record.worker_id is None
     assert record.lease_expires_at is None
 
@@ -116,8 +120,8 @@ def test_forced_stop_skips_the_grace_period(make_app):
         runner.stop_and_join(5, force=True)
     record = app.get_job(job.id).record
     assert record.state == JobState.QUEUED
-    assert record.attempt == 0
-    assert record.errors == ()
+    assert record.attempt == 1
+    assert "released at shutdown" in record.errors[0].error
 
 
 def test_released_job_runs_again_on_the_next_worker(make_app):
@@ -145,5 +149,41 @@ def test_released_job_runs_again_on_the_next_worker(make_app):
         runner.stop_and_join(5, force=True)
     second = WorkerThread(Worker(app, burst=True)).start()
     second.join(5)
-    assert calls == [1, 1]
-    assert job.result(timeout=1) == 1
+    assert calls == [1, 2]  # the interrupted run counted
+    assert job.result(timeout=1) == 2
+
+
+def _finished(app, job_id: str) -> bool:
+    return app.get_job(job_id).state in (JobState.COMPLETED, JobState.FAILED)
+
+
+def test_a_job_longer_than_the_grace_is_bounded_by_max_attempts(make_app):
+    """Workers that keep stopping (deploys, recycling) cannot run a job forever."""
+    app = make_app(
+        Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, grace_period=0.1)
+    )
+    runs: list[int] = []
+
+    @app.task(max_attempts=2)
+    async def longer_than_the_grace() -> None:
+        from conveyor import current_job
+
+        runs.append(current_job().attempt)
+        await asyncio.sleep(5)
+
+    job = longer_than_the_grace.enqueue()
+    for _ in range(3):  # a third stop finds nothing left to run
+        if _finished(app, job.id):
+            break
+        runner = WorkerThread(Worker(app)).start()
+        try:
+            before = len(runs)
+            wait_until(lambda: len(runs) > before, 5, what="the job started")  # noqa: B023
+            runner.worker.stop()
+            runner.join(3)
+        finally:
+            runner.stop_and_join(5, force=True)
+    record = app.get_job(job.id).record
+    assert runs == [1, 2]
+    assert record.state == JobState.FAILED and record.attempt == 2
+    assert [e.error.split(" after")[0] for e in record.errors] == ["released at shutdown"] * 2

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conveyor import JobFailed, JobState
+from conveyor import JobFailed, JobState, current_job
 
 from .helpers import running_worker
 
@@ -119,7 +119,10 @@ def test_soft_timeout_does_not_warn_for_a_fast_job(make_app, caplog):
     assert not [r for r in caplog.records if r.name == "conveyor.job"]
 
 
-def test_sync_handler_past_its_timeout_fails_the_attempt(make_app):
+def test_sync_handler_past_its_timeout_fails_the_attempt_once_its_thread_returns(make_app):
+    # Before issue 8 the failure was recorded at the deadline while the thread ran on, so a
+    # retry could run beside it. The attempt now ends when the thread does (it cannot be
+    # stopped), still recorded as a timeout.
     app = make_app()
 
     @app.task(timeout=0.2, max_attempts=1)
@@ -131,12 +134,30 @@ def test_sync_handler_past_its_timeout_fails_the_attempt(make_app):
         job = blocking.enqueue()
         with pytest.raises(JobFailed, match="timed out"):
             job.result(timeout=5)
-        record = app.get_job(job.id).record
-        assert record.state == JobState.FAILED
-        assert "timed out" in record.errors[0].error
-        assert record.finished_at - record.started_at < 0.7
-        assert record.result is None
-        time.sleep(0.8)  # let the thread return: its late result must not be recorded
     record = app.get_job(job.id).record
     assert record.state == JobState.FAILED
+    assert record.errors[0].error == "timed out after 0.2 s"
+    assert record.finished_at - record.started_at >= 0.75
     assert record.result is None
+
+
+def test_the_next_attempt_never_runs_beside_a_timed_out_sync_handler(make_app):
+    app = make_app()  # lease 1 s: the stuck attempt outlives it on renewed leases
+    runs: list[tuple[int, float, float]] = []
+
+    @app.task(timeout=0.2, max_attempts=2, backoff=0)
+    def stuck_once() -> str:
+        attempt, began = current_job().attempt, time.monotonic()
+        if attempt == 1:
+            time.sleep(1.5)  # cannot be interrupted
+        runs.append((attempt, began, time.monotonic()))
+        return "second"
+
+    with running_worker(app, concurrency=4):
+        job = stuck_once.enqueue()
+        assert job.result(timeout=6) == "second"
+    (first, _, ended1), (second, began2, _) = sorted(runs)
+    assert (first, second) == (1, 2)
+    assert began2 >= ended1  # no overlap
+    record = app.get_job(job.id).record
+    assert record.attempt == 2 and record.errors[0].error == "timed out after 0.2 s"

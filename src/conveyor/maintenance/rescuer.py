@@ -1,18 +1,21 @@
-"""Rescue jobs whose worker died: their lease ran out without a heartbeat."""
+"""Rescue jobs whose worker died: their lease ran out (by the store's clock) unrenewed."""
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable, Sequence
 
-from ..backends.base import Backend, RescueResult
+from ..backends.base import Backend, JobChange, RescueResult
 
 log = logging.getLogger("conveyor.maintenance")
 
 
-def rescue_expired(backend: Backend) -> RescueResult:
-    """One idempotent store statement, so every worker can run it without a leader."""
-    result = backend.job_rescue_expired(time.time())
+def rescue_expired(
+    backend: Backend, publish: Callable[[Sequence[JobChange]], None]
+) -> RescueResult:
+    """One idempotent store statement; its changes are published once it returns."""
+    result = backend.job_rescue_expired()
+    publish(result.changes)
     if result.requeued or result.failed or result.cancelled:
         log.warning(
             "rescued jobs of lost workers: %d requeued, %d failed (out of attempts), %d cancelled",

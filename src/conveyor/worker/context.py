@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
@@ -25,8 +26,13 @@ class JobContext:
         self._report_progress = report_progress
         self.cancel_requested = False
         self.released = False
-        """Set when the attempt is given up here (shutdown, lost lease): no outcome recorded."""
+        """Set when the attempt is taken back (shutdown, lost lease): the executor records
+        nothing, whoever took it back settles it."""
         self.in_thread = False
+        self.started_at: float | None = None
+        """When the handler started (monotonic); None while it waits for a thread."""
+        self.thread_done: asyncio.Event | None = None
+        """A sync handler's: set once its thread returned."""
         self.orphaned = False
         """The sync handler still runs in its thread after the attempt ended."""
         self.logger = logging.LoggerAdapter(

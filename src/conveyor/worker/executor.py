@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -10,17 +11,17 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
 from ..backends.base import Outcome, OutcomeKind
 from ..model.backoff import Backoff, as_backoff
 from ..model.codec import encode_result
-from ..model.errors import JobCancelled, NonRetryable, RetryAfter
+from ..model.errors import JobCancelled, NonRetryable, RetryAfter, Snooze
 from ..model.job import AttemptError, JobRecord
-from ..task import Task
 from .context import JobContext, set_current
+from .handler import Handler
 
 log = logging.getLogger("conveyor.worker")
 _MAX_TRACEBACK = 16_000
@@ -28,16 +29,16 @@ _DEFAULT_BACKOFF = Backoff()
 
 
 class JobExecutor:
-    """Knows the task registry and the thread pool; `run` executes one claimed job."""
+    """Knows the handlers and the thread pool; `run` executes one claimed job."""
 
     def __init__(
         self,
-        tasks: dict[str, Task[Any, Any]],
+        handlers: Mapping[str, Handler],
         worker_id: str,
         thread_pool: Executor,
         on_orphan_done: Callable[[JobContext], None],
     ) -> None:
-        self.tasks = tasks
+        self.handlers = handlers
         self.worker_id = worker_id
         self.thread_pool = thread_pool
         self._on_orphan_done = on_orphan_done
@@ -45,73 +46,83 @@ class JobExecutor:
         self.threads_busy = 0
         """Sync handlers running now, including orphans."""
         self.orphaned_threads = 0
-        """Sync handlers still running after their job ended (timeout, release): a thread
-        cannot be stopped, so each holds a pool thread until its handler returns."""
+        """Sync handlers still running after their attempt was given up (lost lease,
+        shutdown): a thread cannot be stopped, so each holds a pool thread until it returns."""
         self._lock = threading.Lock()
 
     async def run(self, ctx: JobContext) -> Outcome | None:
-        """Execute and classify. None means the job was released (shutdown, lost lease)."""
+        """Execute and classify. None means the attempt was taken back (shutdown, lost lease):
+        whoever took it back settles it."""
         job = ctx.record
-        task = self.tasks.get(job.task)
-        if task is None:
-            known = ", ".join(sorted(self.tasks)) or "none"
+        handler = self.handlers.get(job.task)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers)) or "none"
             message = f"no handler for task {job.task!r} in this worker (it has: {known})"
             return self.failure(job, None, message, None)
         timeout = self.timeout_of(job)
-        soft = task.soft_timeout
+        soft = handler.soft_timeout
         warn = None
         if soft is not None and (timeout is None or soft < timeout):
             warn = asyncio.get_running_loop().call_later(soft, _warn_soft_timeout, ctx, soft)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                result = await self._call(task, ctx)
-            return self._outcome(job, "completed", time.time(), result=encode_result(result))
+                result = await self._call(handler, ctx)
+            return self._outcome(job, "completed", result=encode_result(result))
         except asyncio.CancelledError:
             if ctx.released:
                 return None
             if ctx.cancel_requested:
-                return self._outcome(job, "cancelled", time.time())
+                return self._outcome(job, "cancelled")
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the loop itself is going away
             return self.failure(
-                job, task, "CancelledError: the handler was cancelled", current_trace()
+                job, handler, "CancelledError: the handler was cancelled", current_trace()
             )
         except TimeoutError:
             if deadline.expired():
                 ctx.cancel_requested = True  # a sync handler still running stops at its next check
-                return self.failure(job, task, f"timed out after {timeout:g} s", None)
-            return self.failure(job, task, _describe_current(), current_trace())
+                outcome = self.failure(job, handler, f"timed out after {timeout:g} s", None)
+                return await self._when_thread_returns(ctx, outcome)
+            return self.failure(job, handler, _describe_current(), current_trace())
         except JobCancelled:
-            return self._outcome(job, "cancelled", time.time())
+            return self._outcome(job, "cancelled")
         except NonRetryable:
-            return self.failure(job, task, _describe_current(), current_trace(), final=True)
+            return self.failure(job, handler, _describe_current(), current_trace(), final=True)
         except RetryAfter as exc:
-            return self.failure(job, task, _describe_current(), None, delay=exc.seconds)
+            return self.failure(job, handler, _describe_current(), None, delay=exc.seconds)
+        except Snooze as exc:
+            return self._snooze(job, handler, exc.seconds)
         except Exception:
-            return self.failure(job, task, _describe_current(), current_trace())
+            return self.failure(job, handler, _describe_current(), current_trace())
         finally:
             if warn is not None:
                 warn.cancel()
             if self._call_running(ctx):
                 self._orphan(ctx)
 
-    async def _call(self, task: Task[Any, Any], ctx: JobContext) -> Any:
+    async def _call(self, handler: Handler, ctx: JobContext) -> Any:
         # Each job runs in its own asyncio task, whose context is a private copy: no reset.
         set_current(ctx)
-        if task.is_async:
-            return await task.func(**ctx.record.data)
+        if handler.is_async:
+            ctx.started_at = time.monotonic()
+            return await handler.func(**ctx.record.data)
+        loop = asyncio.get_running_loop()
+        ctx.thread_done = asyncio.Event()
         call: Callable[[], Any] = functools.partial(
-            contextvars.copy_context().run, self._in_thread, task.func, ctx
+            contextvars.copy_context().run, self._in_thread, handler.func, ctx, loop
         )
-        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+        return await loop.run_in_executor(self.thread_pool, call)
 
-    def _in_thread(self, func: Callable[..., Any], ctx: JobContext) -> Any:
-        ctx.check_cancelled()  # released or timed out while waiting for a thread
+    def _in_thread(
+        self, func: Callable[..., Any], ctx: JobContext, loop: asyncio.AbstractEventLoop
+    ) -> Any:
         with self._lock:
+            ctx.check_cancelled()  # taken back or timed out while waiting for a thread
             self.threads_busy += 1
             ctx.in_thread = True
+            ctx.started_at = time.monotonic()
         try:
             return func(**ctx.record.data)
         finally:
@@ -122,6 +133,38 @@ class JobExecutor:
                     self.orphaned_threads -= 1
             if ctx.orphaned:
                 self._on_orphan_done(ctx)  # its slot is free again
+            done = ctx.thread_done
+            if done is not None:
+                # the loop may be closed by the time an orphaned thread returns
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(done.set)
+
+    async def _when_thread_returns(self, ctx: JobContext, outcome: Outcome) -> Outcome | None:
+        """A timed-out sync handler's thread cannot be stopped: the attempt ends (and its
+        outcome is stored) only when it returns, so that the job's next attempt can never
+        run beside it. Until then the job stays leased and its slot taken."""
+        done = ctx.thread_done
+        if done is None or not self._call_running(ctx):
+            return outcome
+        ctx.logger.warning(
+            "job %s timed out but its sync handler could not be stopped (a thread cannot "
+            "be); the job stays leased until the handler returns",
+            ctx.id,
+        )
+        try:
+            await done.wait()
+        except asyncio.CancelledError:
+            if ctx.released:
+                return None
+            raise
+        return outcome
+
+    def take_back(self, ctx: JobContext) -> float | None:
+        """Give the attempt up here (shutdown): its handler will not be started any more.
+        Returns how long the handler has run, or None if it never started."""
+        with self._lock:
+            ctx.released = True
+            return None if ctx.started_at is None else time.monotonic() - ctx.started_at
 
     def _call_running(self, ctx: JobContext) -> bool:
         with self._lock:
@@ -129,48 +172,53 @@ class JobExecutor:
 
     def _orphan(self, ctx: JobContext) -> None:
         with self._lock:
-            if ctx.in_thread and not ctx.orphaned:
-                ctx.orphaned = True
-                self.orphaned_threads += 1
-        ctx.logger.warning("job %s ended but its sync handler is still running", ctx.id)
+            if not ctx.in_thread or ctx.orphaned:
+                return
+            ctx.orphaned = True
+            self.orphaned_threads += 1
+        ctx.logger.warning("job %s was given up but its sync handler is still running", ctx.id)
 
-    def _outcome(self, job: JobRecord, kind: OutcomeKind, at: float, **details: Any) -> Outcome:
-        return Outcome(
-            job_id=job.id,
-            queue=job.queue,
-            attempt=job.attempt,
-            worker_id=self.worker_id,
-            kind=kind,
-            finished_at=at,
-            **details,
-        )
+    def _snooze(self, job: JobRecord, handler: Handler, seconds: float) -> Outcome:
+        if job.snoozes >= handler.max_snoozes:
+            message = (
+                f"Snooze: the job already snoozed {job.snoozes} times, its task's "
+                f"max_snoozes; raise max_snoozes (@app.task(max_snoozes=...)) or raise "
+                "RetryAfter, which counts an attempt"
+            )
+            return self.failure(job, handler, message, None, final=True)
+        return self._outcome(job, "snooze", delay=max(0.0, seconds))
+
+    def _outcome(self, job: JobRecord, kind: OutcomeKind, **details: Any) -> Outcome:
+        return Outcome(job.id, job.queue, job.attempt, self.worker_id, kind, **details)
 
     def failure(
         self,
         job: JobRecord,
-        task: Task[Any, Any] | None,
+        handler: Handler | None,
         message: str,
         trace: str | None,
         *,
         final: bool = False,
         delay: float | None = None,
     ) -> Outcome:
-        return failure_outcome(job, task, self.worker_id, message, trace, final=final, delay=delay)
+        return failure_outcome(
+            job, handler, self.worker_id, message, trace, final=final, delay=delay
+        )
 
     def timeout_of(self, job: JobRecord) -> float | None:
-        return attempt_timeout(job, self.tasks.get(job.task))
+        return attempt_timeout(job, self.handlers.get(job.task))
 
 
-def attempt_timeout(job: JobRecord, task: Task[Any, Any] | None) -> float | None:
-    """The attempt's time limit: the job's own, else its task's."""
+def attempt_timeout(job: JobRecord, handler: Handler | None) -> float | None:
+    """The attempt's time limit: the job's own, else its handler's."""
     if job.timeout is not None:
         return job.timeout
-    return None if task is None else task.defaults.timeout
+    return None if handler is None else handler.timeout
 
 
 def failure_outcome(
     job: JobRecord,
-    task: Task[Any, Any] | None,
+    handler: Handler | None,
     worker_id: str,
     message: str,
     trace: str | None,
@@ -178,38 +226,36 @@ def failure_outcome(
     final: bool = False,
     delay: float | None = None,
 ) -> Outcome:
-    """A failed attempt: a retry after the backoff, or `failed` when none is left.
+    """A failed attempt: a retry after the backoff (`delay` seconds after the store's now),
+    or `failed` when none is left. The finish time is the store's.
 
     Also used by the supervisor for attempts it ends itself (hard timeout, lost child).
     """
-    now = time.time()
     error = AttemptError(
         attempt=job.attempt,
-        at=now,
+        at=time.time(),  # informative only: the store judges time
         error=_printable(message),
         traceback=_printable(trace[-_MAX_TRACEBACK:]) if trace else None,
     )
-    ended = functools.partial(
-        Outcome, job.id, job.queue, job.attempt, worker_id, finished_at=now, error=error
-    )
+    ended = functools.partial(Outcome, job.id, job.queue, job.attempt, worker_id, error=error)
     if final or job.attempt >= job.max_attempts:
         log.warning("job %s (%s) failed for good: %s", job.id, job.task, error.error)
         return ended(kind="failed")
     if delay is None:
         try:
-            delay = _backoff_for(job, task)(job.attempt)
+            delay = _backoff_for(job, handler)(job.attempt)
         except Exception:
             log.exception("backoff of task %s failed; retrying at once", job.task)
             delay = 0.0
-    return ended(kind="retry", run_at=now + max(0.0, delay))
+    return ended(kind="retry", delay=max(0.0, delay))
 
 
-def _backoff_for(job: JobRecord, task: Task[Any, Any] | None) -> Callable[[int], float]:
-    """The job's stored backoff, else the task's (which may be a callable), else default."""
+def _backoff_for(job: JobRecord, handler: Handler | None) -> Callable[[int], float]:
+    """The job's stored backoff, else the handler's (which may be a callable), else default."""
     if job.backoff is not None:
         return Backoff.from_spec(job.backoff).delay
-    if task is not None:
-        backoff = as_backoff(task.defaults.backoff)
+    if handler is not None:
+        backoff = as_backoff(handler.backoff)
         return backoff.delay if isinstance(backoff, Backoff) else backoff
     return _DEFAULT_BACKOFF.delay
 
