@@ -51,56 +51,51 @@ SET state = 'active', attempt = attempt + 1, worker_id = :worker_id, started_at 
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('queued', 'scheduled')
 RETURNING *;
 
--- name: job_complete
--- Each outcome returns the change it made (a JobChange), or no row when it was stale.
-UPDATE conveyor_jobs
-SET state = 'completed', result = :result, finished_at = :finished_at,
-    lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
-RETURNING id, queue, task, state, attempt, run_at, started_at;
-
--- name: job_retry_later
-UPDATE conveyor_jobs
-SET state = CASE
-        WHEN cancel_requested THEN 'cancelled'
-        WHEN :run_at > :finished_at THEN 'scheduled'
-        ELSE 'queued' END,
-    finished_at = CASE WHEN cancel_requested THEN :finished_at ELSE NULL END,
-    run_at = :run_at, errors = json_insert(errors, '$[#]', json(:error)),
-    worker_id = NULL, lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
-RETURNING id, queue, task, state, attempt, run_at, started_at;
-
--- name: job_snooze_started_at
-SELECT started_at FROM conveyor_jobs
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt;
-
--- name: job_snooze
--- Postponed without counting the attempt; the attempt's start is read before (above),
--- since RETURNING sees only the cleared row.
+-- name: job_complete_many
+-- Every outcome of a batch in one statement. :outcomes is a JSON array of
+-- [id, worker_id, attempt, kind, finished_at, run_at, delay, result, error]: finished_at null
+-- means :now (the store's clock), run_at null means finished_at + delay (retry, snooze),
+-- result and error are JSON text. A stale outcome (no longer this worker's attempt) matches
+-- no row; each applied one returns the job's row after it, for its JobChange. A snooze
+-- clears the attempt's start, which RETURNING cannot show: it is read first (job_started_at).
+WITH o AS (
+    SELECT json_extract(value, '$[0]') AS id,
+           json_extract(value, '$[1]') AS worker_id,
+           json_extract(value, '$[2]') AS attempt,
+           json_extract(value, '$[3]') AS kind,
+           coalesce(json_extract(value, '$[4]'), :now) AS finished_at,
+           coalesce(json_extract(value, '$[5]'),
+                    coalesce(json_extract(value, '$[4]'), :now) + json_extract(value, '$[6]'))
+               AS run_at,
+           json_extract(value, '$[7]') AS result,
+           json_extract(value, '$[8]') AS error
+    FROM json_each(:outcomes))
 UPDATE conveyor_jobs
 SET state = CASE
+        WHEN o.kind IN ('completed', 'failed', 'cancelled') THEN o.kind
         WHEN cancel_requested THEN 'cancelled'
-        WHEN :run_at > :finished_at THEN 'scheduled'
+        WHEN o.run_at > o.finished_at THEN 'scheduled'
         ELSE 'queued' END,
-    finished_at = CASE WHEN cancel_requested THEN :finished_at ELSE NULL END,
-    run_at = :run_at, attempt = attempt - 1, snoozes = snoozes + 1,
-    worker_id = NULL, lease_expires_at = NULL, started_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
-RETURNING id, queue, task, state, attempt, run_at;
-
--- name: job_fail
-UPDATE conveyor_jobs
-SET state = 'failed', finished_at = :finished_at, errors = json_insert(errors, '$[#]', json(:error)),
+    finished_at = CASE
+        WHEN o.kind IN ('completed', 'failed', 'cancelled') OR cancel_requested
+        THEN o.finished_at END,
+    result = CASE WHEN o.kind = 'completed' THEN o.result ELSE conveyor_jobs.result END,
+    errors = CASE WHEN o.error IS NULL THEN errors
+                  ELSE json_insert(errors, '$[#]', json(o.error)) END,
+    run_at = CASE WHEN o.kind IN ('retry', 'snooze') THEN o.run_at ELSE conveyor_jobs.run_at END,
+    attempt = conveyor_jobs.attempt - (o.kind = 'snooze'),
+    snoozes = snoozes + (o.kind = 'snooze'),
+    worker_id = CASE WHEN o.kind IN ('retry', 'snooze') THEN NULL ELSE conveyor_jobs.worker_id END,
+    started_at = CASE WHEN o.kind = 'snooze' THEN NULL ELSE started_at END,
     lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
+FROM o
+WHERE conveyor_jobs.id = o.id AND state = 'active' AND conveyor_jobs.worker_id = o.worker_id
+  AND conveyor_jobs.attempt = o.attempt
 RETURNING id, queue, task, state, attempt, run_at, started_at;
 
--- name: job_cancelled
-UPDATE conveyor_jobs
-SET state = 'cancelled', finished_at = :finished_at, lease_expires_at = NULL
-WHERE id = :id AND state = 'active' AND worker_id = :worker_id AND attempt = :attempt
-RETURNING id, queue, task, state, attempt, run_at, started_at;
+-- name: job_started_at
+SELECT id, started_at FROM conveyor_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'active';
 
 -- name: job_heartbeat
 UPDATE conveyor_jobs
@@ -157,15 +152,18 @@ WHERE id = :id AND attempt = :attempt AND state = 'active';
 SELECT state FROM conveyor_jobs WHERE id = :id;
 
 -- name: job_prune
--- At most :limit rows, oldest first along conveyor_jobs_prune, so no delete runs long.
+-- At most :limit rows, so no delete runs long: per queue and finished state, a range seek
+-- on conveyor_jobs_finished to the rows past their retention.
 DELETE FROM conveyor_jobs
 WHERE id IN (
-    SELECT id FROM conveyor_jobs
-    WHERE state IN ('completed', 'failed', 'cancelled')
-      AND finished_at < max(:completed_before, :failed_before)
-      AND finished_at < CASE WHEN state = 'completed' THEN :completed_before
-                             ELSE :failed_before END
-    ORDER BY finished_at
+    SELECT j.id
+    FROM conveyor_queues AS q
+    CROSS JOIN (SELECT 'completed' AS state, :completed_before AS before
+                UNION ALL SELECT 'failed', :failed_before
+                UNION ALL SELECT 'cancelled', :failed_before) AS s
+    CROSS JOIN conveyor_jobs AS j
+    WHERE j.queue = q.name AND j.state = s.state AND j.finished_at < s.before
+      AND j.state IN ('completed', 'failed', 'cancelled')
     LIMIT :limit);
 
 -- name: job_next_due_in
