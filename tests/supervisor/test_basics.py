@@ -11,7 +11,8 @@ import time
 import pytest
 
 from conveyor import Conveyor, JobState, Settings
-from conveyor.worker.supervisor import ChildSpec, Supervisor
+from conveyor.worker.children import ChildSpec
+from conveyor.worker.supervisor import Supervisor
 
 from .helpers import gone, records, wait_all, wait_for_exit, wait_gone, wait_state
 
@@ -87,7 +88,7 @@ def test_sigterm_to_the_whole_process_group_is_a_clean_stop(rig, app):
     wait_gone(rig.child_pids(), 2)
 
 
-def test_sigterm_past_the_grace_period_releases_the_job_unrun(rig, app):
+def test_sigterm_past_the_grace_period_ends_the_started_attempt(rig, app):
     job = app.enqueue("nap", {"seconds": 30})
     sup = rig.start("-p", "1", env={"SV_GRACE": "1"})
     rig.wait_started(job.id)
@@ -98,13 +99,15 @@ def test_sigterm_past_the_grace_period_releases_the_job_unrun(rig, app):
     assert time.monotonic() - sent < 4.0, rig.output()
     rec = app.get_job(job.id).record
     assert rec.state == JobState.QUEUED, rig.output()
-    assert rec.attempt == 0, "a released attempt is not counted"
-    assert rec.errors == ()
+    # Its handler had started: the attempt counts (issue 8: max_attempts bounds every run).
+    assert rec.attempt == 1
+    [error] = rec.errors
+    assert error.attempt == 1 and "released at shutdown after" in error.error, error
     assert rec.worker_id is None
     wait_gone(rig.child_pids(), 2)
 
 
-def test_second_sigterm_skips_the_grace_period_and_still_releases(rig, app):
+def test_second_sigterm_skips_the_grace_period_and_still_ends_the_attempt(rig, app):
     job = app.enqueue("nap", {"seconds": 30})
     sup = rig.start("-p", "1", env={"SV_GRACE": "30"})
     rig.wait_started(job.id)
@@ -117,8 +120,9 @@ def test_second_sigterm_skips_the_grace_period_and_still_releases(rig, app):
     assert wait_for_exit(sup, 10, rig) == 0, rig.output()
     assert time.monotonic() - sent < 3.0, rig.output()
     rec = wait_state(app, job.id, JobState.QUEUED, 1, rig)
-    assert rec.attempt == 0
-    assert rec.errors == ()
+    assert rec.attempt == 1, "a started attempt counts, however it ends"
+    [error] = rec.errors
+    assert "released at shutdown after" in error.error, error
     assert not [r for r in records(app).values() if r.state == JobState.ACTIVE]
     assert "skip the rest of their grace period" in rig.output()
     wait_gone(rig.child_pids(), 2)

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import time
 
 import click
 
+from ..app import Conveyor
+from ..backends import open_backend
+from ..model.errors import StoreError
+from ..worker.children import EXIT_STORE_UNREACHABLE, ChildSpec
 from ..worker.observer import ChildReporter
 from ..worker.runner import Recycling, Worker
-from ..worker.supervisor import ChildSpec, Supervisor
-from .common import error_line, get_state, redact, split_names
+from ..worker.supervisor import Supervisor
+from .common import describe, error_line, get_state, redact, split_names
 
 log = logging.getLogger("conveyor.cli")
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s"
+STORE_WAIT_LOG_INTERVAL = 5.0
+"""While the store cannot be reached at start-up, a warning this often."""
+MAX_STORE_RETRY = 2.0
+"""The longest pause between two tries to reach the store: it is used soon after it is back."""
 
 
 def setup_logging() -> None:
@@ -25,6 +35,48 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT, datefmt="%H:%M:%S"
     )
+
+
+def _stop_before_start(signum: int, _frame: object) -> None:
+    """SIGTERM/SIGINT before the worker handles signals itself: nothing is claimed yet, so
+    stopping now is a clean stop (exit 0), not a crash for a supervisor to restart."""
+    log.info("%s before the worker started: stopping", signal.Signals(signum).name)
+    logging.shutdown()
+    os._exit(0)
+
+
+def _wait_for_store(app: Conveyor, parent_pid: int | None) -> None:
+    """Open the store; while a server store cannot be reached, wait for it (a warning every
+    few seconds) instead of exiting: an unreachable store is not a broken app. A bad URL or
+    an unusable SQLite file still fails at once."""
+    if open_backend(app.url).capabilities.local_file:
+        app.backend  # noqa: B018 -- open it now: a bad file fails before the worker starts
+        return
+    since = time.monotonic()
+    last_log: float | None = None
+    pause = 0.1
+    while True:
+        try:
+            app.backend  # noqa: B018 -- opens it
+        except Exception as exc:
+            now = time.monotonic()
+            if last_log is None or now - last_log >= STORE_WAIT_LOG_INTERVAL:
+                last_log = now
+                log.warning(
+                    "the store %s cannot be reached (%s); waiting for it (%.0f s so far)",
+                    redact(app.url),
+                    describe(exc),
+                    now - since,
+                )
+        else:
+            if last_log is not None:
+                log.warning("the store answers after %.1f s", time.monotonic() - since)
+            return
+        if parent_pid is not None and os.getppid() != parent_pid:
+            log.warning("supervisor %d is gone while waiting for the store: exiting", parent_pid)
+            sys.exit(0)
+        time.sleep(pause)
+        pause = min(MAX_STORE_RETRY, pause * 2)
 
 
 def _hard_exit(code: int) -> None:
@@ -129,6 +181,10 @@ def worker(
     With -p N a supervisor runs N child processes, restarts them when they crash, enforces
     hard timeouts and memory limits, and (with --min/--max-processes) scales with the queues.
     """
+    # Until the worker (or supervisor) handles signals itself, a stop signal is a clean stop.
+    signal.signal(signal.SIGTERM, _stop_before_start)
+    # A supervised child ignores Ctrl-C: it reaches the whole group, the supervisor passes it on.
+    signal.signal(signal.SIGINT, _stop_before_start if report_fd is None else signal.SIG_IGN)
     state = get_state(ctx)
     app = state.load_app(app_spec)
     queues = split_names(queue_args)
@@ -149,7 +205,7 @@ def worker(
             "give -p alone, or only --min/--max-processes"
         )
     setup_logging()
-    app.backend  # noqa: B018 -- open the store now: a bad URL fails before the worker starts
+    _wait_for_store(app, parent_pid)
     log.info(
         "store %s; tasks: %s", redact(app.url), ", ".join(sorted(app.tasks)) or "none registered"
     )
@@ -183,6 +239,9 @@ def worker(
     except BaseException as exc:
         if reporter is not None:
             reporter.flush()
+            if isinstance(exc, StoreError) and not reporter.said_hello:
+                click.echo(error_line(exc), err=True)
+                sys.exit(EXIT_STORE_UNREACHABLE)  # retried by the supervisor, not counted
         if runner.has_stuck_threads:
             click.echo(error_line(exc), err=True)
             _hard_exit(1)

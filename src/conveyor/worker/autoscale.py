@@ -16,7 +16,8 @@ from typing import Any
 log = logging.getLogger("conveyor.supervisor")
 
 QueueFigures = Callable[[], tuple[int, float | None]]
-"""Returns (jobs waiting, seconds the oldest has waited or None)."""
+"""Returns (jobs waiting, seconds the oldest has waited or None); raises LookupError when
+it has no recent figures (the store did not answer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class Autoscaler:
         self._last_look = float("-inf")
         self._last_change = float("-inf")
         self._idle_since: float | None = None
+        self._blind = False
+        """The last look found no queue figures (the store did not answer)."""
 
     def decide(
         self, now: float, current: int, busy: int, figures: QueueFigures
@@ -76,9 +79,17 @@ class Autoscaler:
         self._last_look = now
         try:
             waiting, oldest_age = figures()
+        except LookupError as exc:  # the store is down: said once, until figures come back
+            if not self._blind:
+                log.warning("autoscaling paused, keeping %d processes: %s", current, exc)
+            self._blind = True
+            return None
         except Exception:
             log.exception("autoscaling could not read the queues; keeping %d processes", current)
             return None
+        if self._blind:
+            log.info("autoscaling resumed: the queue figures are fresh again")
+            self._blind = False
         since_change = now - self._last_change
         if current < self.max_processes and since_change >= self.policy.up_cooldown:
             threshold = self.policy.up_waiting or self.concurrency

@@ -1,17 +1,22 @@
 """The supervisor: runs worker child processes and keeps them healthy.
 
 Each child is a `conveyor worker APP` process of its own (own event loop, own store
-connections) that reports every attempt's start (with its deadline) and end over a pipe.
-That knowledge lets the supervisor:
-- stop a job past its hard timeout even when it is stuck in C code: the child is killed,
-  the attempt fails with a timeout error (retry policy applies) and the child's other jobs
-  are released unrun;
-- end a crashed child's attempts at once ("worker lost", the attempt counts) instead of
-  waiting for their leases, and restart the child with backoff;
-- kill a child over its hard memory limit (its jobs released) and start another.
-Children recycle themselves gracefully (max jobs, max age, soft memory limit) and say so,
-so a replacement starts at once. The number of children follows the queues between
-`min_processes` and `max_processes`. See docs/workers.md.
+connections) that reports every attempt it claims (with its deadline), whose handler begins,
+and that ends, over a pipe (children.py). That knowledge lets the supervisor:
+- stop a job past its hard timeout even when it is stuck in C code: the child is killed, the
+  attempt fails with a timeout error (retry policy applies);
+- end a dead child's attempts at once instead of waiting for their leases, and restart the
+  child with backoff (restarts.py);
+- kill a child over its hard memory limit and start another.
+A killed or crashed child's attempts whose handler had started count (every run is bounded by
+`max_attempts`); those that never started go back to their queue uncounted.
+Children recycle themselves gracefully (max jobs, max age, soft memory limit) and say so, so
+a replacement starts at once. The number of children follows the queues between
+`min_processes` and `max_processes`.
+
+The loop never waits on the store: every store call (ending dead children's attempts,
+the registry beat, queue figures) runs on the supervisor's store thread
+(supervisor_store.py), which retries while the store is down. See docs/workers.md.
 """
 
 from __future__ import annotations
@@ -22,20 +27,25 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import psutil
 
-from ..backends.base import Outcome, ReleaseParams, WorkerInfo
-from ..model.states import JobState
+from ..backends.base import WorkerInfo
 from .autoscale import Autoscaler, ScalePolicy
-from .executor import attempt_timeout, failure_outcome
+from .children import (
+    EXIT_STORE_UNREACHABLE,
+    Attempt,
+    Child,
+    ChildSpec,
+    describe_exit,
+    spawn,
+    stopped_from_outside,
+)
+from .restarts import MAX_START_FAILURES, RestartPolicy
+from .supervisor_store import Settlement, SupervisorStore, Verdict
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -50,65 +60,8 @@ timeout (cancelling async handlers, stopping sync ones at their next check) goes
 RSS_CHECK_INTERVAL = 0.5
 REGISTRY_INTERVAL = 2.0
 """Seconds between the supervisor's beats in the worker registry."""
-MAX_START_FAILURES = 5
-"""Children that die before they start, in a row, after which the supervisor gives up."""
-STABLE_AFTER = 10.0
-MEMORY_KILLS_PER_ATTEMPT = 2
-"""A job running in this many children killed over the hard memory limit fails that attempt
-(the retry policy applies) instead of being released again."""
-"""A child that lived this long resets its slot's crash backoff."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    """How to start a child: the `conveyor worker` command line and the limits it keeps."""
-
-    app_spec: str
-    url: str | None
-    queues: tuple[str, ...] | None
-    concurrency: int
-    max_jobs: int | None = None
-    max_age: float | None = None
-    soft_rss_mb: float | None = None
-    hard_rss_mb: float | None = None
-
-    def command(self, worker_id: str, report_fd: int, supervisor_id: str) -> list[str]:
-        argv = [sys.executable, "-m", "conveyor"]
-        if self.url is not None:
-            argv += ["--url", self.url]
-        argv += ["worker", self.app_spec, "-p", "0", "-c", str(self.concurrency)]
-        if self.queues:
-            argv += ["-q", ",".join(self.queues)]
-        if self.max_jobs is not None:
-            argv += ["--max-jobs", str(self.max_jobs)]
-        if self.max_age is not None:
-            argv += ["--max-age", repr(self.max_age)]
-        if self.soft_rss_mb is not None:
-            argv += ["--max-rss-mb", repr(self.soft_rss_mb)]
-        argv += ["--worker-id", worker_id, "--report-fd", str(report_fd)]
-        argv += ["--parent-pid", str(os.getpid()), "--supervisor-id", supervisor_id]
-        return argv
-
-
-@dataclass
-class Child:
-    slot: int
-    worker_id: str
-    proc: subprocess.Popen[bytes]
-    reader: int
-    started_at: float
-    held: dict[tuple[str, int], float | None] = field(default_factory=dict)
-    """Attempts running now: (job id, attempt) -> deadline (Unix time) or None."""
-    buffer: bytes = b""
-    started: bool = False
-    """It said hello: the app imported and the store opened."""
-    stopping: str | None = None
-    """Why we asked it to stop gracefully (it exits 0 when done)."""
-    killed: str | None = None
-    """Why we killed it."""
-    timed_out: set[tuple[str, int]] = field(default_factory=set)
-    """Held jobs past their hard timeout when it was killed."""
-    rss_mb: float | None = None
+SETTLE_AT_EXIT = 10.0
+"""How long an exiting supervisor waits for the store to take its last settlements."""
 
 
 class Supervisor:
@@ -140,21 +93,19 @@ class Supervisor:
             policy or ScalePolicy.from_env(), min_processes, max_processes, spec.concurrency
         )
         self.target = min_processes
+        self.restarts = RestartPolicy()
         self._selector = selectors.DefaultSelector()
         self._generation = 0
-        self._crashes: dict[int, int] = {}
-        self._restart_at: dict[int, float] = {}
-        self._start_failures = 0
         self._signals = 0
         """Signals received (by the handler, which only counts them)."""
         self._signals_handled = 0
         self._exit_code = 0
-        self._memory_kills: dict[str, int] = {}
-        """Job id -> how many children were killed over memory while running it."""
         self._shutdown_started: float | None = None
         self._last_rss_check = 0.0
         self._last_beat = 0.0
         self.started_at = time.time()
+        self.store: SupervisorStore | None = None
+        """The store thread, while `run` runs."""
 
     # public -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -168,6 +119,7 @@ class Supervisor:
             self.autoscaler.max_processes,
             self.spec.concurrency,
         )
+        self.store = SupervisorStore(self.app, self.id, self.queues)
         try:
             return self._loop()
         finally:
@@ -175,8 +127,7 @@ class Supervisor:
                 if child.proc.poll() is None:
                     child.proc.kill()
             self._selector.close()
-            with contextlib.suppress(Exception):  # else it expires from the registry
-                self.app.backend.worker_forget(self.id)
+            self.store.close(SETTLE_AT_EXIT)
 
     # main loop ----------------------------------------------------------------------------
     def _loop(self) -> int:
@@ -190,12 +141,12 @@ class Supervisor:
                     return self._exit_code
                 self._bound_shutdown()
                 continue
-            if self._start_failures >= MAX_START_FAILURES:
+            if self.restarts.give_up:
                 log.error(
                     "supervisor %s: %d children in a row exited before starting; giving up "
                     "(their output above says why)",
                     self.id,
-                    self._start_failures,
+                    MAX_START_FAILURES,
                 )
                 self._exit_code = 1
                 self._begin_shutdown("giving up")
@@ -204,7 +155,7 @@ class Supervisor:
             self._enforce_hard_timeouts(now)
             self._enforce_memory(now)
             self._scale(now)
-            self._fill_slots(now)
+            self._fill_slots()
             self._beat(now)
 
     def _all_children(self) -> list[Child]:
@@ -235,7 +186,7 @@ class Supervisor:
             self._retire(slot, reason)
 
     def _bound_shutdown(self) -> None:
-        """Children that outlive grace + release time are killed; their jobs released."""
+        """Children that outlive grace + release time are killed."""
         assert self._shutdown_started is not None
         limit = self.app.settings.grace_period + 30.0
         if time.monotonic() - self._shutdown_started < limit:
@@ -245,27 +196,20 @@ class Supervisor:
                 self._kill(child, "did not exit after the grace period")
 
     # children -----------------------------------------------------------------------------
-    def _fill_slots(self, now: float) -> None:
+    def _fill_slots(self) -> None:
+        now = time.monotonic()
         for slot in range(self.target):
-            if slot in self.children or self._restart_at.get(slot, 0.0) > now:
+            if slot in self.children or not self.restarts.may_start(slot, now):
                 continue
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
         self._generation += 1
         worker_id = f"{self.id}/{slot}.{self._generation}"
-        reader, writer = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                self.spec.command(worker_id, writer, self.id), pass_fds=(writer,)
-            )
-        finally:
-            os.close(writer)
-        os.set_blocking(reader, False)
-        child = Child(slot, worker_id, proc, reader, time.time())
+        child = spawn(self.spec, slot, worker_id, self.id)
         self.children[slot] = child
-        self._selector.register(reader, selectors.EVENT_READ, child)
-        log.info("child %d started (pid %d, worker %s)", slot, proc.pid, worker_id)
+        self._selector.register(child.reader, selectors.EVENT_READ, child)
+        log.info("child %d started (pid %d, worker %s)", slot, child.proc.pid, worker_id)
 
     def _retire(self, slot: int, reason: str) -> None:
         """Ask the child in `slot` to stop gracefully; its slot is free for a new one."""
@@ -296,35 +240,31 @@ class Supervisor:
     # reports ------------------------------------------------------------------------------
     def _read_reports(self, timeout: float) -> None:
         for key, _ in self._selector.select(timeout):
-            child: Child = key.data
-            self._drain(child)
+            self._drain(key.data)
 
     def _drain(self, child: Child) -> None:
-        try:
-            data = os.read(child.reader, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the child closed its end: it exited
-            self._selector.unregister(child.reader)
-            os.close(child.reader)
-            child.reader = -1
-            return
-        child.buffer += data
-        *lines, child.buffer = child.buffer.split(b"\n")
-        for line in lines:
-            self._on_report(child, orjson.loads(line))
+        was_open = child.reader != -1
+        reader = child.reader
+        for event in child.read():
+            self._on_report(child, event)
+        if was_open and child.reader == -1:
+            self._selector.unregister(reader)
 
     def _on_report(self, child: Child, event: dict[str, Any]) -> None:
-        kind = event["ev"]
+        kind = event.get("ev")
         if kind == "start":
-            child.held[event["job"], event["attempt"]] = event["deadline"]
+            child.held[event["job"], event["attempt"]] = Attempt(event["deadline"])
+        elif kind == "run":
+            attempt = child.held.get((event["job"], event["attempt"]))
+            child.reports_runs = True
+            if attempt is not None:
+                attempt.running_since = time.monotonic()
         elif kind == "end":
             child.held.pop((event["job"], event["attempt"]), None)
         elif kind == "hello":
             child.started = True
-            self._start_failures = 0
+            self.restarts.started()
+            self.restarts.reset(child.slot)
         elif kind == "recycling":
             log.info("child %d recycles: %s", child.slot, event["reason"])
             if self.children.get(child.slot) is child and self._shutdown_started is None:
@@ -339,11 +279,11 @@ class Supervisor:
             if code is None:
                 continue
             if child.reader != -1:  # read what it said last before judging
+                reader = child.reader
                 self._drain(child)
                 if child.reader != -1:
-                    self._selector.unregister(child.reader)
-                    os.close(child.reader)
-                    child.reader = -1
+                    self._selector.unregister(reader)
+                    child.close_pipe()
             self._forget(child)
             self._on_exit(child, code)
 
@@ -354,114 +294,86 @@ class Supervisor:
             self.retiring.remove(child)
 
     def _on_exit(self, child: Child, code: int) -> None:
-        lived = time.time() - child.started_at
-        how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        pid, how = child.proc.pid, describe_exit(code)
         if child.killed is not None:
-            log.warning("child %d (pid %d) killed: %s", child.slot, child.proc.pid, child.killed)
-            self._end_attempts(child, lost=False)
+            log.warning("child %d (pid %d) killed: %s", child.slot, pid, child.killed)
+            self._settle(child, f"worker killed ({child.killed})")
             return  # its slot refills at once: the fault was the job's or the memory's
-        if child.stopping is not None or code == 0:
-            # Asked to stop, or it stopped by itself after a signal sent to the whole process
-            # group (systemd, `timeout`): not a crash. Its slot is refilled at once if needed.
-            why = child.stopping or "on its own (a signal from outside?)"
+        if child.stopping is not None or stopped_from_outside(code):
+            why = child.stopping or "by a signal from outside (sent to the whole process group?)"
             if code == 0:
-                log.info("child %d (pid %d) stopped: %s", child.slot, child.proc.pid, why)
+                log.info("child %d (pid %d) stopped: %s", child.slot, pid, why)
             else:
-                log.warning(
-                    "child %d (pid %d) stopped (%s): %s", child.slot, child.proc.pid, how, why
-                )
-            if child.held:  # it released them itself; anything still listed was lost
-                self._end_attempts(child, lost=True)
+                log.warning("child %d (pid %d) stopped (%s): %s", child.slot, pid, how, why)
+            if child.held:  # it ended or released them itself; anything still listed was lost
+                self._settle(child, f"worker lost: its process exited ({how})")
+            if child.stopping is None and self._shutdown_started is None:
+                # A signal to the whole group reaches us too: do not refill the slot at once.
+                self.restarts.stopped_from_outside(child.slot)
             return
-        log.error(
-            "child %d (pid %d) died (%s) after %.1f s holding %d jobs",
-            child.slot,
-            child.proc.pid,
-            how,
-            lived,
-            len(child.held),
+        lived = time.time() - child.started_at
+        store_down = not child.started and (
+            code == EXIT_STORE_UNREACHABLE or (self.store is not None and self.store.down)
         )
-        self._end_attempts(child, lost=True)
-        if not child.started:
-            self._start_failures += 1
-        crashes = 0 if lived >= STABLE_AFTER else self._crashes.get(child.slot, 0) + 1
-        self._crashes[child.slot] = crashes
-        delay = 0.0 if crashes == 0 else min(30.0, 0.5 * 2 ** (crashes - 1))
+        if store_down:
+            log.warning(
+                "child %d (pid %d) could not start (%s): the store is unreachable; not "
+                "counted as a failed start",
+                child.slot,
+                pid,
+                how,
+            )
+        else:
+            log.error(
+                "child %d (pid %d) died (%s) after %.1f s holding %d jobs",
+                child.slot,
+                pid,
+                how,
+                lived,
+                len(child.held),
+            )
+        self._settle(child, f"worker lost: its process died during the attempt ({how})")
+        delay = self.restarts.crashed(
+            child.slot, lived, started=child.started, store_down=store_down
+        )
         if delay:
             log.warning("child %d restarts in %.1f s", child.slot, delay)
-        self._restart_at[child.slot] = time.time() + delay
 
-    def _end_attempts(self, child: Child, *, lost: bool) -> None:
-        """Settle the attempts a dead child held: timed-out ones fail with a timeout error,
-        a crashed child's fail as "worker lost" (both follow the retry policy), the rest
-        of a killed child's go back to their queue unrun."""
+    def _settle(self, child: Child, cause: str) -> None:
+        """Hand the store thread how each attempt the dead child held ends.
+
+        Past its hard timeout: fails with the timeout error. Its handler had started (or we
+        cannot tell, the child not reporting handler starts): counts, with `cause`. Claimed
+        but never started: released, uncounted. So a child that crashes running one job
+        costs only that job an attempt; with several running, each counts (which one crashed
+        it cannot be told)."""
         if not child.held:
             return
-        backend = self.app.backend
-        outcomes: list[Outcome] = []
-        release: list[str] = []
-        queues: set[str] = set()
-        for job_id, attempt in list(child.held):
-            record = backend.job_get(job_id)
-            if record is None or record.state is not JobState.ACTIVE:
-                continue  # it ended before the child did
-            if record.worker_id != child.worker_id or record.attempt != attempt:
-                continue  # rescued and claimed again, or a newer attempt already ended
-            queues.add(record.queue)
-            task = self.app.tasks.get(record.task)
-            memory_kills = self._memory_kills.get(job_id, 0)
-            if (job_id, attempt) in child.timed_out:
-                timeout = attempt_timeout(record, task) or 0.0
-                message = (
-                    f"TimeoutError: timed out after {timeout:g} s; the worker process "
-                    "was killed (hard timeout)"
-                )
-                outcomes.append(failure_outcome(record, task, child.worker_id, message, None))
-            elif lost or memory_kills >= MEMORY_KILLS_PER_ATTEMPT:
-                # A job that keeps taking its child over the memory limit must not loop.
-                why = (
-                    "worker lost: its process died during the attempt"
-                    if lost
-                    else f"worker killed: over the hard memory limit {memory_kills} times "
-                    "while running this job"
-                )
-                self._memory_kills.pop(job_id, None)
-                outcomes.append(
-                    failure_outcome(record, task, child.worker_id, why, None, delay=0.0)
-                )
+        now = time.monotonic()
+        verdicts = []
+        for key, attempt in child.held.items():
+            job_id, number = key
+            if key in child.timed_out:
+                verdicts.append(Verdict(job_id, number, "timeout"))
+            elif child.ran(key):
+                ran_for = now - (attempt.running_since or attempt.claimed)
+                message = f"{cause} after this attempt ran {ran_for:.1f} s"
+                verdicts.append(Verdict(job_id, number, "failure", message))
             else:
-                release.append(job_id)
-        self._settle(outcomes, release, child.worker_id, queues)
+                verdicts.append(Verdict(job_id, number, "release"))
         child.held.clear()
-
-    def _settle(
-        self, outcomes: list[Outcome], release: list[str], worker_id: str, queues: set[str]
-    ) -> None:
-        backend = self.app.backend
-        for attempt in range(3):
-            try:
-                if outcomes:
-                    backend.job_complete_many(outcomes)
-                if release:
-                    backend.job_release_many(
-                        ReleaseParams(worker_id, tuple(release), tuple(queues), time.time())
-                    )
-                    log.info("released %d jobs of a killed child", len(release))
-                return
-            except Exception:
-                log.exception("settling a dead child's jobs failed (try %d of 3)", attempt + 1)
-                time.sleep(0.5 * 2**attempt)
-        log.error("giving up on a dead child's jobs: they come back when their leases expire")
+        assert self.store is not None
+        self.store.settle(Settlement(child.worker_id, tuple(verdicts)))
 
     # limits -------------------------------------------------------------------------------
     def _enforce_hard_timeouts(self, now: float) -> None:
-        for child in list(self.children.values()) + self.retiring:
+        for child in self._all_children():
             if child.killed is not None:
                 continue
             late = {
                 held
-                for held, deadline in child.held.items()
-                if deadline is not None and now > deadline + HARD_TIMEOUT_MARGIN
+                for held, attempt in child.held.items()
+                if attempt.deadline is not None and now > attempt.deadline + HARD_TIMEOUT_MARGIN
             }
             if late:
                 child.timed_out = late
@@ -472,7 +384,7 @@ class Supervisor:
         if now - self._last_rss_check < RSS_CHECK_INTERVAL:
             return
         self._last_rss_check = now
-        for child in list(self.children.values()) + self.retiring:
+        for child in self._all_children():
             if child.killed is not None or child.proc.poll() is not None:
                 continue
             try:
@@ -481,8 +393,6 @@ class Supervisor:
                 continue
             hard = self.spec.hard_rss_mb
             if hard is not None and child.rss_mb > hard:
-                for job_id, _ in child.held:
-                    self._memory_kills[job_id] = self._memory_kills.get(job_id, 0) + 1
                 self._kill(child, f"memory {child.rss_mb:.1f} MB over the hard limit {hard:g} MB")
 
     # registry -----------------------------------------------------------------------------
@@ -513,15 +423,14 @@ class Supervisor:
                 "scaling": list(self.autoscaler.decisions),
             },
         )
-        try:
-            self.app.backend.worker_beat(info, 5 * REGISTRY_INTERVAL)
-        except Exception:
-            log.exception("could not update the worker registry; will retry")
+        assert self.store is not None
+        self.store.beat(info, 5 * REGISTRY_INTERVAL)
 
     # autoscaling --------------------------------------------------------------------------
     def _scale(self, now: float) -> None:
+        assert self.store is not None
         busy = sum(len(c.held) for c in self.children.values())
-        decision = self.autoscaler.decide(now, self.target, busy, self._queue_figures)
+        decision = self.autoscaler.decide(now, self.target, busy, self.store.figures)
         if decision is None:
             return
         new_target, reason = decision
@@ -530,10 +439,3 @@ class Supervisor:
             for slot in range(new_target, self.target):
                 self._retire(slot, f"scaled down: {reason}")
         self.target = new_target
-
-    def _queue_figures(self) -> tuple[int, float | None]:
-        """(jobs waiting, age of the oldest) over the children's queues."""
-        stats = [s for s in self.app.queue_stats() if s.name in self.queues]
-        waiting = sum(s.counts.get("queued", 0) for s in stats)
-        oldest = [s.oldest_queued_at for s in stats if s.oldest_queued_at is not None]
-        return waiting, (time.time() - min(oldest)) if oldest else None
