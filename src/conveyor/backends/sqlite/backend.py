@@ -100,6 +100,7 @@ class SQLiteBackend(SQLiteAdmin):
         keep_inherited(*self._wake.forget_after_fork())
 
     def store_time(self) -> float:
+        """The host's clock: every process sharing an SQLite file runs on this one host."""
         return time.time()
 
     # jobs ---------------------------------------------------------------------------------
