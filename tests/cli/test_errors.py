@@ -40,6 +40,13 @@ CASES = {
     ),
     "missing data file": Case(("enqueue", "add", "--data", "@nope.json"), "nope.json"),
     "bad priority": Case(("enqueue", "add", "--priority", "high"), "--priority", 2),
+    "priority out of range": Case(
+        ("enqueue", "add", "--priority", str(2**31)),
+        "priority must be an integer from -2147483648 to 2147483647",
+    ),
+    "NUL in data": Case(
+        ("enqueue", "add", "--data", '{"a": "\\u0000"}'), "data of task 'add'['a'] contains a NUL"
+    ),
     "unknown state": Case(
         ("jobs", "list", "--state", "done"), "use one of: scheduled, queued, active", 2
     ),
