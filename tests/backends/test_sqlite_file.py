@@ -100,7 +100,6 @@ def test_a_newer_schema_version_is_refused_with_upgrade_advice(backend, file_sto
 
 UNDO_3 = [
     "DROP TABLE conveyor_leaders",
-    "DROP INDEX conveyor_jobs_prune",
     "ALTER TABLE conveyor_jobs DROP COLUMN snoozes",
 ]
 OLDER_SCHEMAS = {1: [*UNDO_3, "DROP TABLE conveyor_workers"], 2: UNDO_3}
