@@ -34,9 +34,13 @@ class Capabilities:
     """The store is a file on this machine (several processes, one host)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobChange:
-    """One job's state change, as the store applied it (times are the store's)."""
+    """One job's state change, as the store applied it (times are the store's).
+
+    Read-only by convention, not frozen: one is built per acknowledged job on the hot path,
+    and a frozen dataclass costs four times as much to build.
+    """
 
     id: str
     queue: str
