@@ -1,133 +1,30 @@
-"""What only the PostgreSQL store does: enqueue inside the caller's transaction, migrations that
-many processes may run at once, the hot `jobs` table that finished jobs leave, and its errors.
+"""What only the PostgreSQL store does: enqueue inside the caller's transaction, the hot `jobs`
+table that finished jobs leave, and its connection errors (migrations:
+test_postgres_migrations.py).
 
-Every test gets its own schema (created by the store, dropped afterwards) in the database at
-`CONVEYOR_TEST_POSTGRES_URL`. If PostgreSQL cannot be reached the tests are skipped, except
-under `CI=true`, where they fail; `CONVEYOR_TEST_STORES` without postgres skips them.
+Every test gets its own schema (the `pg` fixture of tests/backends/conftest.py: created by the
+store, dropped afterwards) in the database at `CONVEYOR_TEST_POSTGRES_URL`. If PostgreSQL
+cannot be reached the tests are skipped, except under `CI=true`, where they fail;
+`CONVEYOR_TEST_STORES` without postgres skips them.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from conftest import POSTGRES_URL, require_store
-from conveyor import Conveyor, JobState, Settings, StoreError
+from conftest import FAST
+from conveyor import Conveyor, JobState, StoreError
 from conveyor.backends import open_backend
-from conveyor.backends.postgres.backend import SCHEMA_VERSION
 from conveyor.worker.runner import Worker
 from engine.helpers import WorkerThread, running_worker, wait_until
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402 -- after the importorskip above
-
-TABLES = ["conveyor_leaders", "jobs", "jobs_done", "meta", "queues", "workers"]
-"""Every table of a migrated schema."""
-NEWER = SCHEMA_VERSION + 1
-"""A schema version this code does not know."""
-FAST = Settings(lease_seconds=1.0, rescue_interval=0.2, poll_interval=0.2, grace_period=2.0)
-
-
-@dataclass
-class Schema:
-    """One test's own schema: its store URL and plain connections to the same database."""
-
-    name: str
-
-    @property
-    def url(self) -> str:
-        return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={self.name}"
-
-    @property
-    def tagged_url(self) -> str:
-        """The store URL with the connections marked, so that `cut()` can end just them."""
-        return f"{self.url}&application_name={self.name}"
-
-    def cut(self) -> int:
-        """End every connection of stores opened on `tagged_url`, as a server restart does."""
-        with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (self.name,),
-            ).fetchall()
-        return len(rows)
-
-    def connect(self, **kwargs: Any) -> psycopg.Connection:
-        return psycopg.connect(POSTGRES_URL, connect_timeout=5, **kwargs)
-
-    def count(self, table: str) -> int:
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(self.name), sql.Identifier(table)
-        )
-        with self.connect() as conn:
-            return conn.execute(query).fetchone()[0]
-
-    def tables(self) -> list[str]:
-        with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (self.name,),
-            ).fetchall()
-        return sorted(name for (name,) in rows)
-
-    def exists(self) -> bool:
-        with self.connect() as conn:
-            found = conn.execute(
-                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (self.name,)
-            ).fetchone()
-        return found is not None
-
-    def drop(self) -> None:
-        with self.connect(autocommit=True) as conn:
-            conn.execute("SET lock_timeout = '10s'")
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.name))
-            )
-
-
-@pytest.fixture
-def pg() -> Iterator[Schema]:
-    require_store("postgres")
-    schema = Schema(f"t_pg_{uuid.uuid4().hex}")
-    try:
-        yield schema
-    finally:
-        schema.drop()
-
-
-@pytest.fixture
-def make_pg_app(pg: Schema) -> Iterator[Callable[..., Conveyor]]:
-    """Conveyor apps on the test's schema, each with an `echo(n)` task; closed at the end."""
-    apps: list[Conveyor] = []
-
-    def factory(on_run: Callable[[int], None] | None = None, **kwargs: Any) -> Conveyor:
-        url = kwargs.pop("url", pg.url)
-        app = Conveyor(url, settings=kwargs.pop("settings", FAST), **kwargs)
-        apps.append(app)
-
-        @app.task
-        def echo(n: int) -> int:
-            if on_run is not None:
-                on_run(n)
-            return n
-
-        return app
-
-    yield factory
-    for app in apps:
-        app.close()
 
 
 def total_jobs(app: Conveyor) -> int:
@@ -244,169 +141,6 @@ def test_sqlite_refuses_an_enqueue_inside_a_caller_transaction(tmp_path):
         with pytest.raises(StoreError, match="transaction"):
             app.enqueue("anything", {}, connection=object())
         assert app.queue_stats() == []
-    finally:
-        app.close()
-
-
-# migrations ---------------------------------------------------------------------------------
-def test_many_processes_migrating_a_new_schema_at_once_all_succeed(pg):
-    opened: list[Any] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(8)
-    lock = threading.Lock()
-
-    def open_one() -> None:
-        store = open_backend(pg.url)
-        try:
-            start.wait(10)
-            store.open()
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-            return
-        with lock:
-            opened.append(store)
-
-    threads = [threading.Thread(target=open_one) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    try:
-        assert not any(t.is_alive() for t in threads), "an open() hung"
-        assert errors == []
-        assert len(opened) == 8
-        assert {store.schema_version() for store in opened} == {SCHEMA_VERSION}
-    finally:
-        for store in opened:
-            store.close()
-    assert pg.tables() == TABLES
-    with pg.connect() as conn:
-        meta = conn.execute(
-            sql.SQL("SELECT key, value FROM {}.meta").format(sql.Identifier(pg.name))
-        ).fetchall()
-    assert meta == [("schema_version", str(SCHEMA_VERSION))]
-
-
-def test_reopening_a_migrated_schema_changes_nothing(pg, make_pg_app):
-    app = make_pg_app()
-    job = app.enqueue("echo", {"n": 3})
-    app.close()
-    for migrate in (True, False):
-        again = make_pg_app(migrate=migrate)
-        assert again.backend.schema_version() == SCHEMA_VERSION
-        assert again.get_job(job.id).state == JobState.QUEUED
-        again.close()
-    assert pg.tables() == TABLES
-    assert pg.count("jobs") == 1
-    assert pg.count("meta") == 1
-
-
-UNDO_3 = [
-    "DROP TABLE {schema}.conveyor_leaders",
-    "ALTER TABLE {schema}.jobs DROP COLUMN snoozes",
-    "ALTER TABLE {schema}.jobs_done DROP COLUMN snoozes",
-]
-OLDER_SCHEMAS = {1: [*UNDO_3, "DROP TABLE {schema}.workers"], 2: UNDO_3}
-"""How to turn today's schema back into each older version (undo what later migrations
-added)."""
-
-
-@pytest.mark.parametrize("version", sorted(OLDER_SCHEMAS))
-def test_an_older_schema_is_upgraded_only_when_migrating(pg, make_pg_app, version):
-    app = make_pg_app()
-    job = app.enqueue("echo", {"n": 3})
-    app.close()
-    with pg.connect() as conn:  # as that version left it
-        for statement in OLDER_SCHEMAS[version]:
-            conn.execute(sql.SQL(statement).format(schema=sql.Identifier(pg.name)))
-        conn.execute(
-            sql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'schema_version'").format(
-                sql.Identifier(pg.name)
-            ),
-            (str(version),),
-        )
-    older_tables = pg.tables()
-    refused = open_backend(pg.url)
-    with pytest.raises(StoreError, match="conveyor migrate"):
-        refused.open(migrate=False)
-    refused.close()
-    assert pg.tables() == older_tables
-
-    upgraded = make_pg_app()
-    assert upgraded.backend.schema_version() == SCHEMA_VERSION == 3
-    assert pg.tables() == TABLES
-    assert upgraded.get_job(job.id).state == JobState.QUEUED
-    assert upgraded.backend.job_get(job.id).snoozes == 0
-    assert upgraded.backend.leader_elect("maintenance", "w1", 5.0) is True
-    upgraded.close()
-    assert make_pg_app(migrate=False).backend.schema_version() == SCHEMA_VERSION
-
-
-@pytest.mark.parametrize("migrate", [True, False])
-def test_a_schema_newer_than_the_code_is_refused(pg, make_pg_app, migrate):
-    app = make_pg_app()
-    job = app.enqueue("echo", {"n": 3})
-    app.close()
-    with pg.connect() as conn:
-        conn.execute(
-            sql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'schema_version'").format(
-                sql.Identifier(pg.name)
-            ),
-            (str(NEWER),),
-        )
-    store = open_backend(pg.url)
-    with pytest.raises(StoreError, match="upgrade") as info:
-        store.open(migrate=migrate)
-    store.close()
-    assert f"version {NEWER}," in str(info.value)
-    with pg.connect() as conn:  # left as it was
-        version = conn.execute(
-            sql.SQL("SELECT value FROM {}.meta WHERE key = 'schema_version'").format(
-                sql.Identifier(pg.name)
-            )
-        ).fetchone()
-    assert version == (str(NEWER),)
-    assert pg.count("jobs") == 1, f"job {job.id} is gone"
-
-
-def test_migrate_false_refuses_an_unmigrated_schema_and_creates_nothing(pg, make_pg_app):
-    app = make_pg_app(migrate=False)
-    with pytest.raises(StoreError, match="conveyor migrate"):
-        app.enqueue("echo", {"n": 1})
-    assert not pg.exists(), "migrate=False created the schema"
-    # After the deploy step has migrated, the same settings work.
-    make_pg_app().backend  # noqa: B018
-    again = make_pg_app(migrate=False)
-    assert again.enqueue("echo", {"n": 1}).state == JobState.QUEUED
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-
-
-def test_the_migrate_command_creates_the_schema_and_prints_its_version(pg):
-    done = _cli("--url", pg.url, "migrate")
-    assert done.returncode == 0, done.stderr
-    assert f"schema version {SCHEMA_VERSION}" in done.stdout
-    assert pg.tables() == TABLES
-
-    again = _cli("--url", pg.url, "migrate", "--json")
-    assert again.returncode == 0, again.stderr
-    report = json.loads(again.stdout)
-    assert report["schema_version"] == SCHEMA_VERSION
-    assert pg.name in report["url"]
-
-    app = Conveyor(pg.url, migrate=False)
-    try:
-        assert app.backend.schema_version() == SCHEMA_VERSION
     finally:
         app.close()
 
