@@ -121,7 +121,9 @@ def test_callable_backoff_on_the_task_is_used(make_app):
         assert job.result(timeout=5) == "ok"
     assert asked == [1]
     record = app.get_job(job.id).record
-    assert record.run_at - record.errors[0].at == pytest.approx(0.05, abs=0.02)
+    # the error's time is the worker's, the due time the store's (set when the outcome was
+    # written, a moment later)
+    assert 0.04 <= record.run_at - record.errors[0].at < 0.5
 
 
 def test_lambda_backoff_is_used(make_app):
@@ -137,8 +139,7 @@ def test_lambda_backoff_is_used(make_app):
             job.result(timeout=5)
     record = app.get_job(job.id).record
     assert record.attempt == 2
-    gap = record.run_at - record.errors[0].at
-    assert gap == pytest.approx(0.05, abs=0.02)
+    assert 0.04 <= record.run_at - record.errors[0].at < 0.5  # as above
 
 
 def test_result_raises_job_failed_for_a_failed_job(make_app):

@@ -67,6 +67,10 @@ class Producer:
         self._stop.set()
         self._nudge.set()
 
+    def wake(self) -> None:
+        """A job of our queues may have become due (one of our outcomes postponed it)."""
+        self._nudge.set()
+
     def slot_freed(self) -> None:
         """A job ended or an outcome was stored: a waiting claim may go ahead."""
         if self._waiting_for_slot:
@@ -148,13 +152,19 @@ class Producer:
             timeout = max(_MIN_IDLE_WAIT, min(timeout, due_in))
         if self._wait_failures:  # never spin on a failing wait
             await self._pause(min(5.0, 0.1 * 2**self._wait_failures))
+        loop = asyncio.get_running_loop()
         if self._waiter is None:
-            waiter = asyncio.get_running_loop().run_in_executor(
+            waiter = loop.run_in_executor(
                 self._wait_pool, self._backend.jobs_wait, self._queues, timeout
             )
             waiter.add_done_callback(self._on_waiter_done)
             self._waiter = waiter
-        await self._wait(for_slot=False)
+        # A waiter still blocked from an earlier round may wait longer than the job now due.
+        timer = loop.call_later(timeout, self._nudge.set)
+        try:
+            await self._wait(for_slot=False)
+        finally:
+            timer.cancel()
 
     def _on_waiter_done(self, fut: asyncio.Future[bool]) -> None:
         self._waiter = None

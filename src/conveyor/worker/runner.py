@@ -16,6 +16,7 @@ Every state change the worker applies to the store is published to `app.changes`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -29,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ..backends.base import Outcome, ReleaseParams, WorkerInfo
+from ..backends.base import JobChange, Outcome, ReleaseParams, WorkerInfo
 from ..maintenance.rescuer import rescue_expired
 from ..maintenance.services import Maintenance
+from ..model.states import JobState
 from .completer import Completer
 from .context import JobContext
 from .executor import JobExecutor, failure_outcome
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 _LIMIT_CHECK_INTERVAL = 0.5
+_PENDING = (JobState.QUEUED, JobState.SCHEDULED)
 _MIN_BACKLOG = 100
 """Outcomes waiting to be written above which claiming pauses (at least; 2 x concurrency)."""
 
@@ -201,7 +204,10 @@ class Worker:
             on_cancel=self._from_thread(self._cancel),
         )
         completer = self._completer = Completer(
-            backend, publish, self._settled, max_backlog=max(_MIN_BACKLOG, 2 * self.concurrency)
+            backend,
+            self._outcomes_applied,
+            self._settled,
+            max_backlog=max(_MIN_BACKLOG, 2 * self.concurrency),
         )
         jobs = self._jobs = RunningJobs(
             loop,
@@ -302,6 +308,16 @@ class Worker:
 
     def _orphan_done(self, ctx: JobContext) -> None:
         self._running.orphan_done(ctx)
+
+    def _outcomes_applied(self, changes: Sequence[JobChange]) -> None:
+        """(On the ack thread) publish; a job of ours postponed (retry, snooze) may be due
+        before the idle producer's wait ends: wake it to read the next due time."""
+        self.app.changes.publish(changes)
+        if any(c.to_state in _PENDING and c.queue in self.queues for c in changes):
+            loop = self._loop
+            if loop is not None and self._producer is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self._producer.wake)
 
     def _settled(self, outcomes: Sequence[Outcome]) -> None:
         """Outcomes left the completer: their leases need no keeping, claims may resume."""
