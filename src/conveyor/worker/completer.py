@@ -119,9 +119,7 @@ class Completer:
         """Write the pending progress of these jobs (those that have some)."""
         items = [self._progress.pop(job_id) for job_id in job_ids if job_id in self._progress]
         if items:
-            await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._set_progress, items
-            )
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._set_progress, items)
 
     async def _write_one_by_one(self, batch: list[Outcome]) -> None:
         """Isolate an outcome the store refuses, so it cannot hold back the others."""
