@@ -155,11 +155,9 @@ def test_a_job_id_reused_in_another_queue_returns_the_existing_job(prefix):
     store = open_backend(url_for(prefix))
     store.open()
     try:
-        first = new_job(queue="mail")
+        first = new_job(queue="mail", job_id="order-7")  # an id the caller chose
         [stored] = insert(store, first)
-        again = new_job(queue="reports")
-        object.__setattr__(again, "id", first.id)
-        [answer] = insert(store, again)
+        [answer] = insert(store, new_job(queue="reports", job_id="order-7"))
         assert answer.queue == "mail" and answer.id == first.id
         assert get(store, first.id).queue == "mail"
         assert [s.name for s in store.queue_stats()] == ["mail", "reports"]
