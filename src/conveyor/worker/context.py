@@ -6,11 +6,14 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model.codec import encode
 from ..model.errors import JobCancelled
 from ..model.job import JobRecord
+
+if TYPE_CHECKING:
+    from ..backends.base import Outcome
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
     "conveyor_current_job", default=None
@@ -35,6 +38,9 @@ class JobContext:
         """A sync handler's: set once its thread returned."""
         self.orphaned = False
         """The sync handler still runs in its thread after the attempt ended."""
+        self.decided: Outcome | None = None
+        """A timed-out attempt's outcome, decided while its sync handler's thread still runs:
+        stored when the thread returns, or at shutdown (whose hard exit ends the thread)."""
         self.logger = logging.LoggerAdapter(
             logger, {"job_id": record.id, "task": record.task, "attempt": record.attempt}
         )

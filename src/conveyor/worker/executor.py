@@ -37,12 +37,16 @@ class JobExecutor:
         worker_id: str,
         thread_pool: Executor,
         on_orphan_done: Callable[[JobContext], None],
+        on_decided: Callable[[JobContext], None],
     ) -> None:
         self.handlers = handlers
         self.worker_id = worker_id
         self.thread_pool = thread_pool
         self._on_orphan_done = on_orphan_done
         """Called (from the handler's thread) when an orphaned handler finally returns."""
+        self._on_decided = on_decided
+        """Called (on the loop) when a timed-out attempt's outcome is decided while its
+        thread still runs: a burst worker need not wait for that thread."""
         self.threads_busy = 0
         """Sync handlers running now, including orphans."""
         self.orphaned_threads = 0
@@ -151,6 +155,8 @@ class JobExecutor:
             "be); the job stays leased until the handler returns",
             ctx.id,
         )
+        ctx.decided = outcome
+        self._on_decided(ctx)
         try:
             await done.wait()
         except asyncio.CancelledError:

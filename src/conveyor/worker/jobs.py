@@ -55,7 +55,13 @@ class RunningJobs:
         return iter(tuple(self._running))
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [task for task, _ in self._running.values()]
+        """Attempts whose outcome is still open (a timed-out one only waits for its thread)."""
+        return [task for task, ctx in self._running.values() if ctx.decided is None]
+
+    @property
+    def undecided(self) -> int:
+        """How many attempts may still end in more than one way: what a burst waits for."""
+        return sum(1 for _, ctx in self._running.values() if ctx.decided is None)
 
     def start(self, jobs: Sequence[JobRecord]) -> None:
         if self._observer is not None:
@@ -136,13 +142,17 @@ class RunningJobs:
 
     async def take_back(self) -> tuple[list[tuple[JobContext, float]], list[JobContext]]:
         """Stop every attempt still running (shutdown): returns those whose handler had
-        started, with how long it ran, and those whose handler never started."""
+        started, with how long it ran, and those whose handler never started. A timed-out
+        attempt whose thread still runs gets its decided outcome stored (the worker's hard
+        exit ends that thread, so its next attempt cannot overlap it)."""
         left = list(self._running.values())
         started: list[tuple[JobContext, float]] = []
         unstarted: list[JobContext] = []
         for task, ctx in left:
             ran = self._executor.take_back(ctx)
-            if ran is None:
+            if ctx.decided is not None:
+                self._completer.add(ctx.decided)
+            elif ran is None:
                 unstarted.append(ctx)
             else:
                 started.append((ctx, ran))

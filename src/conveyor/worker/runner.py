@@ -193,7 +193,11 @@ class Worker:
         wait_pool = ThreadPoolExecutor(1, thread_name_prefix="conveyor-wait")
         job_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="conveyor-job")
         executor = self._executor = JobExecutor(
-            self.app.tasks, self.worker_id, job_pool, on_orphan_done=self._orphan_done
+            self.app.tasks,
+            self.worker_id,
+            job_pool,
+            on_orphan_done=self._orphan_done,
+            on_decided=lambda _ctx: self._slot_freed(),
         )
         leases = self._leases = LeaseKeeper(
             backend,
@@ -231,7 +235,7 @@ class Worker:
             claim_pool=claim_pool,
             wait_pool=wait_pool,
             free_slots=lambda: self.concurrency - len(jobs) - executor.orphaned_threads,
-            busy=lambda: len(jobs) > 0,
+            busy=lambda: jobs.undecided > 0,
             start=jobs.start,
         )
         registry = RegistryBeat(
@@ -383,8 +387,8 @@ class Worker:
         assert self._force is not None and self._jobs is not None
         # Hand the lead over now; the services' own steps end on their threads meanwhile.
         maintenance = asyncio.ensure_future(self._stop_maintenance())
-        if self._jobs:
-            tasks = self._jobs.tasks()
+        tasks = self._jobs.tasks()
+        if tasks:
             log.info(
                 "waiting up to %g s for %d active jobs", self.settings.grace_period, len(tasks)
             )
