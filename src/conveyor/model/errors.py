@@ -59,4 +59,6 @@ class Snooze(Exception):
 
     def __init__(self, seconds: float, message: str = "") -> None:
         self.seconds = float(seconds)
+        if not math.isfinite(self.seconds) or self.seconds < 0:
+            raise ValueError(f"Snooze takes a finite number of seconds >= 0, not {seconds!r}")
         super().__init__(message or f"snoozed for {self.seconds:g}s")

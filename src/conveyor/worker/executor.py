@@ -17,9 +17,10 @@ from typing import Any
 
 from ..backends.base import Outcome, OutcomeKind
 from ..model.backoff import Backoff, as_backoff
-from ..model.codec import encode_result
+from ..model.codec import DEFAULT_PAYLOAD_LIMIT, encode_result
 from ..model.errors import JobCancelled, NonRetryable, RetryAfter, Snooze
 from ..model.job import AttemptError, JobRecord
+from ..model.limits import LATEST_DUE
 from .context import JobContext, set_current
 from .handler import Handler
 
@@ -38,8 +39,11 @@ class JobExecutor:
         thread_pool: Executor,
         on_orphan_done: Callable[[JobContext], None],
         on_decided: Callable[[JobContext], None],
+        payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
     ) -> None:
         self.handlers = handlers
+        self.payload_limit = payload_limit
+        """Results larger than this (encoded) fail their attempt, as enqueue refuses data."""
         self.worker_id = worker_id
         self.thread_pool = thread_pool
         self._on_orphan_done = on_orphan_done
@@ -72,7 +76,8 @@ class JobExecutor:
         try:
             async with deadline:
                 result = await self._call(handler, ctx)
-            return self._outcome(job, "completed", result=encode_result(result))
+            encoded = encode_result(result, limit=self.payload_limit)
+            return self._outcome(job, "completed", result=encoded)
         except asyncio.CancelledError:
             if ctx.released:
                 return None
@@ -192,7 +197,7 @@ class JobExecutor:
                 "RetryAfter, which counts an attempt"
             )
             return self.failure(job, handler, message, None, final=True)
-        return self._outcome(job, "snooze", delay=max(0.0, seconds))
+        return self._outcome(job, "snooze", delay=due_delay(seconds))
 
     def _outcome(self, job: JobRecord, kind: OutcomeKind, **details: Any) -> Outcome:
         return Outcome(job.id, job.queue, job.attempt, self.worker_id, kind, **details)
@@ -240,8 +245,8 @@ def failure_outcome(
     error = AttemptError(
         attempt=job.attempt,
         at=time.time(),  # informative only: the store judges time
-        error=_printable(message),
-        traceback=_printable(trace[-_MAX_TRACEBACK:]) if trace else None,
+        error=message,  # AttemptError escapes what a store could not keep (NUL, surrogates)
+        traceback=trace[-_MAX_TRACEBACK:] if trace else None,
     )
     ended = functools.partial(Outcome, job.id, job.queue, job.attempt, worker_id, error=error)
     if final or job.attempt >= job.max_attempts:
@@ -253,7 +258,7 @@ def failure_outcome(
         except Exception:
             log.exception("backoff of task %s failed; retrying at once", job.task)
             delay = 0.0
-    return ended(kind="retry", delay=max(0.0, delay))
+    return ended(kind="retry", delay=due_delay(delay))
 
 
 def _backoff_for(job: JobRecord, handler: Handler | None) -> Callable[[int], float]:
@@ -277,9 +282,10 @@ def current_trace() -> str:
     return traceback.format_exc()
 
 
-def _printable(text: str) -> str:
-    """Error text may carry lone surrogates (undecodable file names): keep it storable."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+def due_delay(seconds: float) -> float:
+    """A retry's or snooze's delay, kept within what every store orders correctly (a huge
+    backoff or Snooze would otherwise land past `LATEST_DUE`)."""
+    return min(max(0.0, seconds), LATEST_DUE - time.time())
 
 
 def _warn_soft_timeout(ctx: JobContext, soft: float) -> None:

@@ -198,6 +198,7 @@ class Worker:
             job_pool,
             on_orphan_done=self._orphan_done,
             on_decided=lambda _ctx: self._slot_freed(),
+            payload_limit=self.app.payload_limit,
         )
         leases = self._leases = LeaseKeeper(
             backend,
