@@ -232,12 +232,17 @@ class Conveyor:
         return self.enqueue_many([new_job], connection=connection)[0]
 
     async def enqueue_async(
-        self, task_name: str, data: dict[str, Any] | None = None, **options: Any
+        self,
+        task_name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
     ) -> Job:
-        import asyncio
-
+        """`enqueue` for async code; `connection`: a psycopg AsyncConnection whose open
+        transaction the job joins (PostgreSQL)."""
         new_job = self.prepare(task_name, data, **options)
-        return (await asyncio.to_thread(self.enqueue_many, [new_job]))[0]
+        return (await self.enqueue_many_async([new_job], connection=connection))[0]
 
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: Any = None) -> list[Job]:
         """Store all jobs in one transaction: all of them or, on error, none.
@@ -245,22 +250,42 @@ class Conveyor:
         With `connection` (a psycopg connection, PostgreSQL only) the jobs are written in the
         caller's own transaction: they exist if and only if it commits.
         """
+        batch = self._checked_batch(jobs, connection)
+        records = self.backend.job_insert_many(batch, connection=connection)
+        return [Job(self, record) for record in records]
+
+    async def enqueue_many_async(
+        self, jobs: Iterable[NewJob], *, connection: Any = None
+    ) -> list[Job]:
+        """`enqueue_many` for async code.
+
+        With `connection` (a psycopg AsyncConnection, PostgreSQL only) the jobs are written in
+        the caller's open transaction: they exist if and only if it commits, and idle workers
+        are woken at the commit. Without one, the blocking insert runs in a thread.
+        """
+        import asyncio
+
+        if connection is None:
+            return await asyncio.to_thread(self.enqueue_many, list(jobs))
+        batch = self._checked_batch(jobs, connection)
+        records = await self.backend.job_insert_many_async(batch, connection)
+        return [Job(self, record) for record in records]
+
+    def _checked_batch(self, jobs: Iterable[NewJob], connection: Any) -> list[NewJob]:
+        """The jobs as a list; a TypeError for what is not a job, a StoreError for a
+        `connection` whose transaction this store cannot join."""
         batch = list(jobs)
         for item in batch:
             if not isinstance(item, NewJob):
                 raise TypeError(
                     "enqueue_many takes jobs built by task.prepare(...) or app.prepare(name, data)"
                 )
-        if connection is None:
-            records = self.backend.job_insert_many(batch)
-        elif not self.backend.capabilities.transactional_enqueue:
+        if connection is not None and not self.backend.capabilities.transactional_enqueue:
             raise StoreError(
                 f"the store at {self.url} cannot enqueue inside your transaction; "
                 "use PostgreSQL, or enqueue after your commit"
             )
-        else:
-            records = self.backend.job_insert_many(batch, connection=connection)
-        return [Job(self, record) for record in records]
+        return batch
 
     # reads and admin (through `self.admin`, like every surface) ---------------------------
     def get_job(self, job_id: str) -> Job | None:

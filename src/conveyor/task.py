@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import inspect
@@ -221,6 +220,8 @@ class BoundTask(Generic[P, R]):
         return self.task.app.enqueue_many([new_job], connection=self.connection)[0]
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """With `options(connection=...)`: a psycopg AsyncConnection whose open transaction
+        the job joins (PostgreSQL)."""
         new_job = self.prepare(*args, **kwargs)
-        jobs = await asyncio.to_thread(self.task.app.enqueue_many, [new_job])
+        jobs = await self.task.app.enqueue_many_async([new_job], connection=self.connection)
         return jobs[0]
