@@ -121,6 +121,13 @@ class Pool:
             with conn.cursor() as cur:
                 yield cur
             conn.execute("COMMIT")
+        except psycopg.OperationalError as exc:
+            self._checkin(conn, failed=True)
+            if conn.broken:  # lost mid-transaction (if during COMMIT, it may have committed)
+                raise StoreError(
+                    f"lost the connection to PostgreSQL at {safe_url(self.conninfo)}: {reason(exc)}"
+                ) from exc
+            raise
         except BaseException:
             self._checkin(conn, failed=True)
             raise
