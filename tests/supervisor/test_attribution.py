@@ -24,8 +24,9 @@ from conveyor.backends.base import ClaimParams
 from conveyor.worker import supervisor as supervisor_module
 from conveyor.worker.children import Child, ChildSpec
 from conveyor.worker.supervisor import Supervisor
+from engine.helpers import wait_until
 
-from .helpers import gone, record, wait_gone, wait_until
+from .helpers import Rig, gone, record, wait_gone
 
 CHILD = """
 import os, signal, sys, time
@@ -39,7 +40,9 @@ while True:
 
 
 @pytest.mark.parametrize("running", [1, 2], ids=["one running", "two running"])
-def test_a_crash_costs_only_the_attempts_whose_handler_started(rig, monkeypatch, running):
+def test_a_crash_costs_only_the_attempts_whose_handler_started(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, running: int
+) -> None:
     app = Conveyor(rig.url, settings=Settings(grace_period=1.0, poll_interval=0.2))
     jobs = [app.enqueue("where") for _ in range(3)]
     ran, claimed_only = jobs[:running], jobs[running:]

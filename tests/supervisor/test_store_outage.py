@@ -26,9 +26,10 @@ import pytest
 
 from conftest import SELECTED_STORES, in_ci
 from conveyor import Conveyor, JobState
+from engine.helpers import wait_until
 
 from .conftest import TEST_SIDE
-from .helpers import Rig, wait_all, wait_for_exit, wait_until
+from .helpers import Rig, wait_all, wait_for_exit
 
 pytestmark = pytest.mark.skipif(
     "redis" not in SELECTED_STORES, reason="CONVEYOR_TEST_STORES does not include redis"
@@ -96,7 +97,9 @@ def server(tmp_path: Path) -> Iterator[PrivateRedis]:
         private.kill()
 
 
-def test_the_supervisor_waits_for_the_store_and_outlives_an_outage(tmp_path, server):
+def test_the_supervisor_waits_for_the_store_and_outlives_an_outage(
+    tmp_path: Path, server: PrivateRedis
+) -> None:
     url = f"redis://127.0.0.1:{server.port}/0?prefix=t_{uuid.uuid4().hex}"
     rig = Rig(tmp_path, url)
     try:
