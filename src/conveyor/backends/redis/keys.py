@@ -2,7 +2,7 @@
 
 Every key of one queue carries the hash tag `{<prefix>:<queue>}`, so a script that changes
 a queue touches one Redis Cluster slot. The store-wide keys (job id -> queue index, queue
-names, schema version, the worker registry) share the tag `{<prefix>}`.
+names, schema version, the worker registry, leader leases) share the tag `{<prefix>}`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ DEFAULT_PREFIX = "conveyor"
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """The KEYS and leading ARGV every queue script takes (see scripts/queue/_lib.lua)."""
+    """The KEYS and leading ARGV every queue script takes (see scripts/includes/queue.lua)."""
 
     keys: list[str]
     args: list[str]
@@ -51,6 +51,10 @@ class StoreKeys:
     def workers_expiry(self) -> str:
         """Sorted set: worker id scored by the time its entry expires."""
         return "{" + self.prefix + "}:workers_expiry"
+
+    def leader(self, name: str) -> str:
+        """String: the holder of the leader lease `name`, expiring with the lease."""
+        return "{" + self.prefix + "}:leader:" + name
 
     @property
     def wake_channel(self) -> str:

@@ -1,7 +1,7 @@
 -- Cancel a job: a pending one at once, an active one by request (its worker acts on it).
--- ARGV[4] = job id, ARGV[5] = now.
--- Returns {'ok', job hash}, {'missing'} or {'refused', state}.
-local id, now = ARGV[4], ARGV[5]
+-- ARGV[4] = job id, ARGV[5] = now ('' = the store's clock).
+-- Returns {'ok', state before, now, job hash}, {'missing'} or {'refused', state}.
+local id, now = ARGV[4], clock(ARGV[5])
 local key = job_key(id)
 local state = redis.call('HGET', key, 'state')
 if not state then
@@ -21,4 +21,4 @@ elseif state == 'active' then
 else
   return {'refused', state}
 end
-return {'ok', redis.call('HGETALL', key)}
+return {'ok', state, now, redis.call('HGETALL', key)}

@@ -1,10 +1,11 @@
 -- Take up to `limit` due jobs, best first: active, attempt + 1, leased to the worker.
--- ARGV[4] = limit, ARGV[5] = worker id, ARGV[6] = now, ARGV[7] = lease expiry.
--- Returns the claimed job hashes (HGETALL form).
+-- ARGV[4] = limit, ARGV[5] = worker id, ARGV[6] = now ('' = the store's clock),
+-- ARGV[7] = lease seconds. Returns the claimed job hashes (HGETALL form).
 if paused() then
   return {}
 end
-local limit, worker, now, lease = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local limit, worker, now = tonumber(ARGV[4]), ARGV[5], clock(ARGV[6])
+local lease = later(now, ARGV[7])
 promote(now)
 local out = {}
 for _, member in ipairs(redis.call('ZRANGE', K_READY, 0, limit - 1)) do

@@ -1,8 +1,10 @@
--- Extend the leases of the worker's jobs. ARGV[4] = worker id, ARGV[5] = lease expiry,
--- ARGV[6..] = job ids. Returns {id, cancel requested (0/1), ...} for the jobs it still holds.
-local worker, lease = ARGV[4], ARGV[5]
+-- Extend the leases of the worker's jobs. ARGV[4] = worker id, ARGV[5] = now ('' = the
+-- store's clock), ARGV[6] = lease seconds, ARGV[7..] = job ids.
+-- Returns {id, cancel requested (0/1), ...} for the jobs it still holds.
+local worker = ARGV[4]
+local lease = later(clock(ARGV[5]), ARGV[6])
 local out = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local id = ARGV[i]
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'state', 'worker_id', 'cancel_requested')

@@ -1,7 +1,8 @@
 -- Re-queue a failed or cancelled job with one more attempt allowed (an operator's retry).
--- ARGV[4] = job id, ARGV[5] = now.
--- Returns {'ok', job hash}, {'missing'}, {'refused', state} or {'key_held', holder id}.
-local id, now = ARGV[4], ARGV[5]
+-- ARGV[4] = job id, ARGV[5] = now ('' = the store's clock).
+-- Returns {'ok', state before, now, job hash}, {'missing'}, {'refused', state} or
+-- {'key_held', holder id}.
+local id, now = ARGV[4], clock(ARGV[5])
 local key = job_key(id)
 local f = redis.call('HMGET', key, 'state', 'key', 'attempt', 'max_attempts')
 local state, unique = f[1], f[2]
@@ -27,4 +28,4 @@ redis.call('HSET', key, 'state', 'queued', 'run_at', now, 'cancel_requested', 0,
   'max_attempts', math.max(tonumber(f[4]), tonumber(f[3]) + 1))
 make_ready(key, id)
 wake()
-return {'ok', redis.call('HGETALL', key)}
+return {'ok', state, now, redis.call('HGETALL', key)}

@@ -1,8 +1,9 @@
--- One consistent snapshot of the queue's figures. ARGV[4] = now, ARGV[5] = a minute ago,
--- ARGV[6] = an hour ago, ARGV[7] = at most this many recent jobs for the averages.
+-- One consistent snapshot of the queue's figures. ARGV[4] = now ('' = the store's clock),
+-- ARGV[5] = at most this many recent jobs for the averages.
 -- Returns strings: paused, scheduled, queued, active, completed, failed, cancelled,
 -- oldest due run_at (or ''), completed and failed in the last minute, avg wait, avg run.
-local now, minute_ago, hour_ago, sample = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local now, sample = clock(ARGV[4]), tonumber(ARGV[5])
+local minute_ago, hour_ago = num(tonumber(now) - 60), num(tonumber(now) - 3600)
 local due_scheduled = redis.call('ZCOUNT', K_SCHEDULED, '-inf', now)
 local scheduled = redis.call('ZCARD', K_SCHEDULED) - due_scheduled
 local queued = redis.call('ZCARD', K_READY) + due_scheduled

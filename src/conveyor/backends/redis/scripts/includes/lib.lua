@@ -1,14 +1,42 @@
--- Shared helpers, prepended to every queue script when it is loaded.
--- KEYS are always the nine keys of one queue, in this order (they share one hash tag, so a
--- script touches one Redis Cluster slot); ARGV[1] is the prefix of the queue's job hashes,
--- ARGV[2] the store's wake-up channel and ARGV[3] the queue's name.
-local K_READY, K_SCHEDULED, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3]
-local K_COMPLETED, K_FAILED, K_CANCELLED = KEYS[4], KEYS[5], KEYS[6]
-local K_ALL, K_UNIQUE, K_META = KEYS[7], KEYS[8], KEYS[9]
-local JOB_PREFIX, WAKE_CHANNEL, QUEUE = ARGV[1], ARGV[2], ARGV[3]
-
-local FINISHED_SET = {completed = K_COMPLETED, failed = K_FAILED, cancelled = K_CANCELLED}
+-- Shared helpers, prepended to every script when it is loaded (queue scripts then bind the
+-- queue their KEYS name, see _queue.lua; the bulk insert binds each job's queue in turn).
+-- A queue's KEYS are nine keys in this order, sharing one hash tag (one Redis Cluster slot).
+local K_READY, K_SCHEDULED, K_ACTIVE, K_COMPLETED, K_FAILED, K_CANCELLED, K_ALL, K_UNIQUE, K_META
+local JOB_PREFIX, WAKE_CHANNEL, QUEUE
+local FINISHED_SET = {}
 local PENDING = {scheduled = true, queued = true, blocked = true}
+
+-- Use the queue whose nine keys start at KEYS[first].
+local function bind_queue(first, job_prefix, wake_channel, queue)
+  K_READY, K_SCHEDULED, K_ACTIVE = KEYS[first], KEYS[first + 1], KEYS[first + 2]
+  K_COMPLETED, K_FAILED, K_CANCELLED = KEYS[first + 3], KEYS[first + 4], KEYS[first + 5]
+  K_ALL, K_UNIQUE, K_META = KEYS[first + 6], KEYS[first + 7], KEYS[first + 8]
+  JOB_PREFIX, WAKE_CHANNEL, QUEUE = job_prefix, wake_channel, queue
+  FINISHED_SET = {completed = K_COMPLETED, failed = K_FAILED, cancelled = K_CANCELLED}
+end
+
+-- The store's clock (Redis TIME) as Unix seconds in text, unless the caller gave a time
+-- (tests only): every lease and due time is judged by the server, never by a worker.
+local function clock(given)
+  if given ~= '' then
+    return given
+  end
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+
+-- A computed time as text that reads back as the same double.
+local function num(x)
+  return string.format('%.17g', x)
+end
+
+-- `at` plus `seconds` (text); `at` itself when there is nothing to add.
+local function later(at, seconds)
+  if seconds == '' or tonumber(seconds) == 0 then
+    return at
+  end
+  return num(tonumber(at) + tonumber(seconds))
+end
 
 local function job_key(id)
   return JOB_PREFIX .. id
@@ -72,6 +100,7 @@ local function finish(key, id, state, at)
 end
 
 -- An active job goes back to pending: queued if due at `now`, else scheduled.
+-- Returns the new state.
 local function requeue(key, id, run_at, now)
   redis.call('HSET', key, 'run_at', run_at)
   redis.call('HDEL', key, 'worker_id', 'lease_expires_at')
@@ -79,10 +108,19 @@ local function requeue(key, id, run_at, now)
   if tonumber(run_at) > tonumber(now) then
     redis.call('HSET', key, 'state', 'scheduled')
     redis.call('ZADD', K_SCHEDULED, run_at, id)
-  else
-    redis.call('HSET', key, 'state', 'queued')
-    make_ready(key, id)
+    return 'scheduled'
   end
+  redis.call('HSET', key, 'state', 'queued')
+  make_ready(key, id)
+  return 'queued'
+end
+
+-- One state change as the scripts return it (the caller builds a JobChange):
+-- id, task, new state, attempt after the change, at, run_at or '', started_at or ''.
+local function change(out, id, task, state, attempt, at, run_at, started_at)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, task, state, attempt
+  out[n + 5], out[n + 6], out[n + 7] = at, run_at or '', started_at or ''
 end
 
 -- Scheduled jobs whose time has come join the ready set, where they compete by priority.

@@ -1,0 +1,89 @@
+-- Insert a batch of jobs into any number of queues, atomically (one script on one node).
+-- KEYS[1] = the job id -> queue index, KEYS[2] = the set of queue names, then the nine keys
+-- of each queue of the batch (see lib.lua).
+-- ARGV[1] = the wake-up channel, ARGV[2] = the store's key prefix, ARGV[3] = the number of
+-- queues Q, ARGV[4 .. 3 + Q] = their names (in KEYS order); then 13 fields per job:
+-- queue number (1..Q), custom id (1 or ''), id, task, state, data, priority, run_at,
+-- max_attempts, enqueued_at, key?, timeout?, backoff?
+-- The caller validated every field: no write below can fail half-way.
+-- Returns {position, job hash, ...} (positions from 1) for the jobs not inserted because an
+-- existing job stands in their place: same id (in any queue), or a pending or active job of
+-- the queue holding the same unique key.
+local K_INDEX, K_QUEUES = KEYS[1], KEYS[2]
+local channel, prefix, queues = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function queue_job_prefix(queue)
+  return '{' .. prefix .. ':' .. queue .. '}:job:'
+end
+
+for q = 1, queues do
+  redis.call('SADD', K_QUEUES, ARGV[3 + q])
+end
+local out = {}
+local woken = {}
+local bound = nil
+local position = 0
+for i = 4 + queues, #ARGV, 13 do
+  position = position + 1
+  local q = tonumber(ARGV[i])
+  if q ~= bound then
+    local name = ARGV[3 + q]
+    bind_queue(3 + (q - 1) * 9, queue_job_prefix(name), channel, name)
+    bound = q
+  end
+  local id, state, unique = ARGV[i + 2], ARGV[i + 4], optional(ARGV[i + 10])
+  local key = job_key(id)
+  local existing = nil
+  -- An id Conveyor generated is new by construction; one the caller chose may exist,
+  -- here or in another queue (whose job, if gone, gives the id up).
+  if ARGV[i + 1] == '1' then
+    local owner = redis.call('HGET', K_INDEX, id)
+    local there = key
+    if owner and owner ~= QUEUE then
+      there = queue_job_prefix(owner) .. id
+    end
+    if redis.call('EXISTS', there) == 1 then
+      existing = there
+    end
+  end
+  if not existing and unique then
+    local holder = redis.call('HGET', K_UNIQUE, unique)
+    if holder then
+      local held = redis.call('HGET', job_key(holder), 'state')
+      if held and (PENDING[held] or held == 'active') then
+        existing = job_key(holder)
+      end
+    end
+  end
+  if existing then
+    out[#out + 1] = position
+    out[#out + 1] = redis.call('HGETALL', existing)
+  else
+    redis.call('HSET', key, 'id', id, 'task', ARGV[i + 3], 'queue', QUEUE, 'state', state,
+      'data', ARGV[i + 5], 'priority', ARGV[i + 6], 'run_at', ARGV[i + 7],
+      'max_attempts', ARGV[i + 8], 'enqueued_at', ARGV[i + 9], 'attempt', 0,
+      'errors', '[]', 'cancel_requested', 0)
+    redis.call('HSET', K_INDEX, id, QUEUE)
+    if unique then
+      redis.call('HSET', key, 'key', unique)
+      redis.call('HSET', K_UNIQUE, unique, id)
+    end
+    local timeout, backoff = optional(ARGV[i + 11]), optional(ARGV[i + 12])
+    if timeout then
+      redis.call('HSET', key, 'timeout', timeout)
+    end
+    if backoff then
+      redis.call('HSET', key, 'backoff', backoff)
+    end
+    if state == 'scheduled' then
+      redis.call('ZADD', K_SCHEDULED, ARGV[i + 7], id)
+    else
+      redis.call('ZADD', K_READY, ARGV[i + 6], ready_member(ARGV[i + 7], id))
+    end
+    redis.call('ZADD', K_ALL, 0, id)
+    woken[QUEUE] = true
+  end
+end
+for queue in pairs(woken) do
+  redis.call('PUBLISH', channel, queue)
+end
+return out
