@@ -39,6 +39,7 @@ class JobExecutor:
         thread_pool: Executor,
         on_orphan_done: Callable[[JobContext], None],
         on_decided: Callable[[JobContext], None],
+        on_running: Callable[[JobContext], None] | None = None,
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
     ) -> None:
         self.handlers = handlers
@@ -49,6 +50,8 @@ class JobExecutor:
         self._on_orphan_done = on_orphan_done
         """Called (from the handler's thread) when an orphaned handler finally returns."""
         self._on_decided = on_decided
+        self._on_running = on_running
+        """Called (loop or handler thread) as a handler begins: its attempt counts from then."""
         """Called (on the loop) when a timed-out attempt's outcome is decided while its
         thread still runs: a burst worker need not wait for that thread."""
         self.threads_busy = 0
@@ -116,6 +119,8 @@ class JobExecutor:
         set_current(ctx)
         if handler.is_async:
             ctx.started_at = time.monotonic()
+            if self._on_running is not None:
+                self._on_running(ctx)
             return await handler.func(**ctx.record.data)
         loop = asyncio.get_running_loop()
         ctx.thread_done = asyncio.Event()
@@ -132,6 +137,8 @@ class JobExecutor:
             self.threads_busy += 1
             ctx.in_thread = True
             ctx.started_at = time.monotonic()
+        if self._on_running is not None:
+            self._on_running(ctx)
         try:
             return func(**ctx.record.data)
         finally:

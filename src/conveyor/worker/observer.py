@@ -28,6 +28,9 @@ class JobObserver(Protocol):
         """Attempts (job id, attempt, deadline) are about to begin; the deadline (Unix time)
         is when the attempt's timeout passes, if it has one."""
 
+    def job_running(self, job_id: str, attempt: int) -> None:
+        """The attempt's handler begins (any thread): from now on its attempt counts."""
+
     def job_ended(self, job_id: str, attempt: int) -> None:
         """The attempt's handler returned (for a sync handler: its thread is free again)."""
 

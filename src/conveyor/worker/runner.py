@@ -198,6 +198,7 @@ class Worker:
             job_pool,
             on_orphan_done=self._orphan_done,
             on_decided=lambda _ctx: self._slot_freed(),
+            on_running=self._tell_running if self._observer is not None else None,
             payload_limit=self.app.payload_limit,
         )
         leases = self._leases = LeaseKeeper(
@@ -337,6 +338,11 @@ class Worker:
         if max_jobs is not None and self.jobs_done >= max_jobs:
             self._recycle(f"max jobs {max_jobs} reached")
         self._slot_freed()
+
+    def _tell_running(self, ctx: JobContext) -> None:
+        """(Loop or handler thread) tell the supervisor this attempt's handler began."""
+        assert self._observer is not None
+        self._observer.job_running(ctx.id, ctx.attempt)
 
     def _slot_freed(self) -> None:
         if self._producer is not None:
