@@ -17,6 +17,11 @@ class StoreError(ConveyorError):
     """The store URL or file cannot be used."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (down, restarting, network): worth retrying, unlike
+    a bad URL, password or schema."""
+
+
 class JobNotFound(ConveyorError, LookupError):
     """No job has the given id."""
 

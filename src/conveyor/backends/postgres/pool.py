@@ -22,7 +22,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 
-from ...model.errors import StoreError
+from ...model.errors import StoreError, StoreUnavailable
 
 Conn = psycopg.Connection[DictRow]
 
@@ -124,7 +124,7 @@ class Pool:
         except psycopg.OperationalError as exc:
             self._checkin(conn, failed=True)
             if conn.broken:  # lost mid-transaction (if during COMMIT, it may have committed)
-                raise StoreError(
+                raise StoreUnavailable(
                     f"lost the connection to PostgreSQL at {safe_url(self.conninfo)}: {reason(exc)}"
                 ) from exc
             raise
@@ -164,8 +164,8 @@ class Pool:
             _configure(conn)
             return conn
 
-    def _unreachable(self, why: str) -> StoreError:
-        return StoreError(
+    def _unreachable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(
             f"no connection to PostgreSQL at {safe_url(self.conninfo)} within "
             f"{self.connect_timeout:g} s (connect_timeout): {why}"
         )
