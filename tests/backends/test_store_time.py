@@ -16,6 +16,7 @@ from conveyor.backends.base import RescueResult
 from conveyor.model.states import JobState
 
 from .factory import (
+    STORE_TIME_PRECISION,
     claim,
     claim_one,
     get,
@@ -36,7 +37,7 @@ def test_store_time_is_the_servers_clock(backend):
     before = server_clock(backend)
     reading = backend.store_time()
     after = server_clock(backend)
-    assert before - 1e-3 <= reading <= after + 1e-3, (
+    assert before - STORE_TIME_PRECISION <= reading <= after + STORE_TIME_PRECISION, (
         f"store_time() {reading} is not the server's clock [{before}, {after}]"
     )
 
