@@ -7,12 +7,12 @@ batch), with the store's clock read inside the script (`TIME`) unless a test giv
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from ...model.errors import StoreError
 from ...model.job import JobRecord, NewJob
+from ...model.limits import check_new_job
 from ..base import (
     ClaimParams,
     HeartbeatParams,
@@ -27,21 +27,6 @@ from .scripts import changes, num, opt, record, when
 
 SWEEP_LIMIT = 1000
 """Rescue handles at most this many jobs per script call, then calls again."""
-MAX_PRIORITY = 2**53
-"""Priorities are sorted-set scores (doubles): beyond this, neighbours would compare equal."""
-
-
-def check_new_job(job: NewJob) -> None:
-    """Refuse what the insert script cannot store, before anything is written."""
-    if not isinstance(job.priority, int) or abs(job.priority) > MAX_PRIORITY:
-        raise StoreError(
-            f"job {job.id}: priority {job.priority!r} is out of range for the Redis store "
-            f"(an integer from -{MAX_PRIORITY} to {MAX_PRIORITY}): sorted-set scores are doubles"
-        )
-    for name in ("run_at", "enqueued_at", "timeout"):
-        value = getattr(job, name)
-        if value is not None and not math.isfinite(value):
-            raise StoreError(f"job {job.id}: {name} must be a finite number, not {value}")
 
 
 class JobStore(RedisCore):
@@ -50,7 +35,7 @@ class JobStore(RedisCore):
             raise self._no_transactions()
         if not jobs:
             return []
-        for job in jobs:
+        for job in jobs:  # all of them before any write (NewJob checked itself: cheap)
             check_new_job(job)
         queues = list(dict.fromkeys(job.queue for job in jobs))
         number = {queue: n for n, queue in enumerate(queues, start=1)}

@@ -33,17 +33,18 @@ for i = 4 + queues, #ARGV, 13 do
   local id, state, unique = ARGV[i + 2], ARGV[i + 4], optional(ARGV[i + 10])
   local key = job_key(id)
   local existing = nil
-  -- An id Conveyor generated is new by construction; one the caller chose may exist,
-  -- here or in another queue (whose job, if gone, gives the id up).
+  -- An id that exists is not inserted again (a call retried after its reply was lost finds
+  -- its own jobs, perhaps claimed meanwhile). An id the caller chose may also exist in
+  -- another queue, where its job, if gone, gives the id up.
+  local there = key
   if ARGV[i + 1] == '1' then
     local owner = redis.call('HGET', K_INDEX, id)
-    local there = key
     if owner and owner ~= QUEUE then
       there = queue_job_prefix(owner) .. id
     end
-    if redis.call('EXISTS', there) == 1 then
-      existing = there
-    end
+  end
+  if redis.call('EXISTS', there) == 1 then
+    existing = there
   end
   if not existing and unique then
     local holder = redis.call('HGET', K_UNIQUE, unique)
