@@ -11,6 +11,10 @@ the server acknowledged, so what a test sees after a restart is what the store w
 - The server forgets its Lua scripts on SCRIPT FLUSH and on every restart: an open store
   must load them again, not fail with NOSCRIPT.
 - A server that may evict keys (and with them jobs) is reported when the store opens.
+- Recovery is quick and failure is prompt: after a restart, enqueue and an idle worker work
+  again within a few seconds; while the server is down, enqueue fails within connect_timeout
+  with a StoreError naming the store, and the wake-up subscription says once that it was
+  lost and once that it is back.
 
 Needs `redis-server` on PATH: without it the tests are skipped loudly, or fail under CI=true.
 CONVEYOR_TEST_STORES without `redis` skips them.
@@ -32,8 +36,9 @@ from typing import Any
 import pytest
 
 from conftest import SELECTED_STORES, in_ci
-from conveyor import Conveyor, JobState, Settings
+from conveyor import Conveyor, JobState, Settings, StoreError
 from conveyor.backends.base import JobListParams
+from conveyor.backends.redis.connection import public_url
 from conveyor.backends.redis.keys import StoreKeys, split_url
 from engine.helpers import run_burst, running_worker
 
@@ -439,3 +444,79 @@ def test_opening_warns_when_the_server_may_evict_jobs(
     assert f"maxmemory-policy {policy}" in message, message
     assert "noeviction" in message, message
     assert f"127.0.0.1:{server.port}" in message, message
+
+
+# Recovery and prompt failure (issue 8, point 13) -------------------------------------------
+RECOVERY = 5.0
+"""Seconds within which enqueue and an idle worker must work again after a restart (the
+store retries every 0.5 s at most; the idle worker polls every 0.2 s while unsubscribed)."""
+QUICK = Settings(
+    lease_seconds=1.0,
+    rescue_interval=0.2,
+    poll_interval=0.2,
+    grace_period=2.0,
+    connect_timeout=1.0,
+)
+
+
+def test_enqueue_and_a_worker_recover_within_seconds_after_a_restart(
+    server: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="conveyor.store")
+    app = Conveyor(server.url(), settings=QUICK)
+
+    @app.task
+    def double(n: int) -> int:
+        return 2 * n
+
+    try:
+        with running_worker(app, concurrency=2):
+            assert app.enqueue("double", {"n": 1}).result(timeout=10) == 2
+            server.stop()
+            time.sleep(1.0)  # the idle worker's subscription notices it is gone
+            server.start()
+            back = time.monotonic()
+
+            job = app.enqueue("double", {"n": 21})
+            enqueued_in = time.monotonic() - back
+            assert job.result(timeout=RECOVERY) == 42
+            done_in = time.monotonic() - back
+        assert enqueued_in < RECOVERY, f"enqueue took {enqueued_in:.1f} s after the restart"
+        assert done_in < RECOVERY, f"the job completed {done_in:.1f} s after the restart"
+    finally:
+        app.close()
+
+    said = [r.getMessage() for r in caplog.records if r.name == "conveyor.store"]
+    lost = [m for m in said if m.startswith("lost the wake-up subscription")]
+    restored = [m for m in said if m.startswith("wake-up subscription") and "restored" in m]
+    assert len(lost) == 1, said
+    assert len(restored) == 1, said
+    assert f"127.0.0.1:{server.port}" in lost[0]
+
+
+def test_enqueue_while_the_server_is_down_fails_within_connect_timeout(
+    server: PrivateRedis,
+) -> None:
+    app = Conveyor(server.url(), settings=QUICK)
+    try:
+        app.enqueue("anything")  # opened and connected while the server is up
+        server.stop()
+        for _ in range(2):  # a pooled connection that broke, then no connection at all
+            started = time.monotonic()
+            with pytest.raises(StoreError) as raised:
+                app.enqueue("anything")
+            took = time.monotonic() - started
+            assert took < QUICK.connect_timeout + 1.0, f"gave up after {took:.1f} s"
+            message = str(raised.value)
+            assert f"127.0.0.1:{server.port}" in message, message
+            assert "within 1 s (connect_timeout)" in message, message
+        server.start()
+        assert app.enqueue("anything").id  # and works again at once
+    finally:
+        app.close()
+
+
+def test_the_store_url_is_shown_without_its_password() -> None:
+    shown = public_url("redis://user:sekrit@cache.internal:6380/2?prefix=shop")
+    assert shown == "redis://user:***@cache.internal:6380/2?prefix=shop"
+    assert public_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
