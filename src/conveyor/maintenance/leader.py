@@ -13,6 +13,7 @@ import logging
 import threading
 
 from ..backends.base import MAINTENANCE_LEADER, Backend
+from ..failures import log_failure
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -95,7 +96,7 @@ class LeaderElector:
             try:
                 leading = self._backend.leader_elect(MAINTENANCE_LEADER, self._holder, self._ttl)
             except Exception:
-                log.exception("leader election failed; will retry")
+                log_failure(log, "leader election failed; will retry")
                 leading = False  # unconfirmed: the lease may run out before the next try
             if leading != self._leadership.leading and not self._stop.is_set():
                 log.info(

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..failures import log_failure
 from .leader import Leadership
 
 log = logging.getLogger("conveyor.maintenance")
@@ -55,5 +56,5 @@ class PeriodicService:
             try:
                 self._step()
             except Exception:
-                log.exception("%s failed; will retry in %g s", self.name, self._interval)
+                log_failure(log, "%s failed; will retry in %g s", self.name, self._interval)
             due = time.monotonic() + self._interval

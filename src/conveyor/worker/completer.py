@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..backends.base import Backend, JobChange, Outcome
+from ..failures import log_failure
 
 log = logging.getLogger("conveyor.worker")
 
@@ -69,7 +70,7 @@ class Completer:
             try:
                 self._backend.job_set_progress(job_id, attempt, progress)
             except Exception:
-                log.exception("could not record the progress of job %s", job_id)
+                log_failure(log, "could not record the progress of job %s", job_id)
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -109,7 +110,7 @@ class Completer:
                     self._in_flight = 0
                     self._settled(batch)
                 except Exception:
-                    log.exception("could not record %d job outcomes; retrying", len(batch))
+                    log_failure(log, "could not record %d job outcomes; retrying", len(batch))
                     await self._write_one_by_one(batch)
             self._idle.set()
             if self._closing:

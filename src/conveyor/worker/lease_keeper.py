@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..backends.base import Backend, HeartbeatParams
+from ..failures import log_failure
 
 log = logging.getLogger("conveyor.worker")
 
@@ -76,7 +77,7 @@ class LeaseKeeper:
             try:
                 self.renew()
             except Exception:
-                log.exception("lease renewal failed; leases may expire if this goes on")
+                log_failure(log, "lease renewal failed; leases may expire if this goes on")
 
     def renew(self) -> None:
         with self._lock:

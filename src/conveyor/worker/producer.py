@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from ..backends.base import Backend, ClaimParams
+from ..failures import log_failure
 from ..model.job import JobRecord
 from .completer import Completer
 
@@ -81,7 +82,7 @@ class Producer:
         try:
             await self._on(self._claim_pool, self._backend.jobs_wait, self._queues, 0.0)
         except Exception:  # a stale wake-up connection: the wait loop reconnects and polls
-            log.exception("listening for wake-ups failed at start-up; will retry")
+            log_failure(log, "listening for wake-ups failed at start-up; will retry")
 
     async def run(self) -> None:
         """Claim and start jobs until stopped (a burst worker: until nothing is left)."""
@@ -108,7 +109,7 @@ class Producer:
                 failures = 0
             except Exception:
                 failures += 1
-                log.exception("claim failed; retrying")
+                log_failure(log, "claim failed; retrying")
                 await self._pause(min(5.0, 0.1 * 2**failures))
                 continue
             if jobs:
@@ -145,7 +146,7 @@ class Producer:
         try:
             due_in = await self._on(self._claim_pool, self._backend.job_next_due_in, self._queues)
         except Exception:
-            log.exception("could not read when the next job is due")
+            log_failure(log, "could not read when the next job is due")
             due_in = None
         if due_in is not None:
             # A claim just came back empty, so never spin: wait at least a moment.

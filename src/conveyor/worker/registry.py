@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..backends.base import Backend, WorkerInfo
+from ..failures import log_failure
 
 log = logging.getLogger("conveyor.worker")
 
@@ -33,7 +34,7 @@ class RegistryBeat:
                 self._pool, self._backend.worker_beat, info, self._ttl
             )
         except Exception:
-            log.exception("could not update the worker registry; will retry")
+            log_failure(log, "could not update the worker registry; will retry")
 
     async def run(self) -> None:
         while True:
