@@ -86,14 +86,15 @@ class LifecycleModel:
     def finished(self) -> list[ModelJob]:
         return [job for job in self.jobs.values() if job.state in FINISHED_STATES]
 
-    def expired(self, now: float) -> list[ModelJob]:
-        """Active jobs whose lease ran out before now: what a rescue takes."""
+    def expired(self, now: float, boundary: bool = False) -> list[ModelJob]:
+        """Active jobs whose lease ran out before now: what a rescue takes (with `boundary`,
+        also those whose lease ends exactly now, which it must leave)."""
         return [
             job
             for job in self.jobs.values()
             if job.state is ACTIVE
             and job.lease_expires_at is not None
-            and job.lease_expires_at < now
+            and (job.lease_expires_at < now or (boundary and job.lease_expires_at == now))
         ]
 
     # enqueue ------------------------------------------------------------------------------
