@@ -69,15 +69,17 @@ def test_a_batch_refused_by_validation_stores_nothing(prefix: str, client: redis
     store = _open(f"{REDIS_URL}?prefix={prefix}")
     try:
         jobs = [new_job(queue=q, key=f"k{n}") for n, q in enumerate(["mail", "mail", "media"])]
-        # A job that slipped past NewJob's own check (built, then changed): the store checks
-        # every job again before its first write.
-        object.__setattr__(jobs[2], "priority", 2**60)
         with pytest.raises(ValueError, match="priority"):
+            [*jobs, new_job(queue="media", priority=2**60)]  # NewJob checks itself: never sent
+        # A job that slipped past that check (built, then changed), last in the batch: the
+        # insert script checks every job before its first write.
+        object.__setattr__(jobs[2], "run_at", float("nan"))
+        with pytest.raises(StoreError, match="nothing was stored"):
             store.job_insert_many(jobs)
         assert _stored(client, prefix, ("mail", "media")) == {"mail": 0, "media": 0, "index": 0}
         assert [k for k in client.scan_iter(match=f"*{prefix}*") if ":job:" in k] == []
 
-        object.__setattr__(jobs[2], "priority", 1)
+        object.__setattr__(jobs[2], "run_at", jobs[2].enqueued_at)
         assert len(store.job_insert_many(jobs)) == 3
         assert _stored(client, prefix, ("mail", "media")) == {"mail": 2, "media": 1, "index": 3}
     finally:

@@ -10,9 +10,10 @@ import heapq
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from ...model.errors import StoreError
 from ...model.job import JobRecord, NewJob
-from ...model.limits import check_new_job
 from ..base import (
     ClaimParams,
     HeartbeatParams,
@@ -35,8 +36,6 @@ class JobStore(RedisCore):
             raise self._no_transactions()
         if not jobs:
             return []
-        for job in jobs:  # all of them before any write (NewJob checked itself: cheap)
-            check_new_job(job)
         queues = list(dict.fromkeys(job.queue for job in jobs))
         number = {queue: n for n, queue in enumerate(queues, start=1)}
         keys = [self.keys.index, self.keys.queues]
@@ -45,11 +44,9 @@ class JobStore(RedisCore):
         args: list[object] = [self.keys.wake_channel, self.keys.prefix, len(queues), *queues]
         for job in jobs:
             args += [
-                number[job.queue],
-                "1" if job.custom_id else "",
+                -number[job.queue] if job.custom_id else number[job.queue],
                 job.id,
                 job.task,
-                job.state.value,
                 job.data.decode(),
                 job.priority,
                 num(job.run_at),
@@ -59,7 +56,12 @@ class JobStore(RedisCore):
                 opt(None if job.timeout is None else num(job.timeout)),
                 opt(None if job.backoff is None else job.backoff.decode()),
             ]
-        answer = self._run_store("insert", keys, *args)
+        try:
+            answer = self._run_store("insert", keys, *args)
+        except redis.ResponseError as exc:  # refused before its first write
+            raise StoreError(
+                f"the Redis store at {self._where()} refused the batch, nothing was stored: {exc}"
+            ) from None
         records = [JobRecord.from_new(job) for job in jobs]
         for position, flat in zip(answer[::2], answer[1::2], strict=True):
             records[position - 1] = record(flat)

@@ -2,10 +2,12 @@
 -- KEYS[1] = the job id -> queue index, KEYS[2] = the set of queue names, then the nine keys
 -- of each queue of the batch (see lib.lua).
 -- ARGV[1] = the wake-up channel, ARGV[2] = the store's key prefix, ARGV[3] = the number of
--- queues Q, ARGV[4 .. 3 + Q] = their names (in KEYS order); then 13 fields per job:
--- queue number (1..Q), custom id (1 or ''), id, task, state, data, priority, run_at,
--- max_attempts, enqueued_at, key?, timeout?, backoff?
--- The caller validated every field: no write below can fail half-way.
+-- queues Q, ARGV[4 .. 3 + Q] = their names (in KEYS order); then 11 fields per job:
+-- queue number (1..Q; negative when the caller chose the id), id, task, data, priority,
+-- run_at, max_attempts, enqueued_at, key?, timeout?, backoff?
+-- (A job is `scheduled` when run_at > enqueued_at, else `queued`, as NewJob.state says.)
+-- Every job is checked before the first write (NewJob checked itself already; this keeps a
+-- bad number from failing a write half-way): the batch is stored whole or not at all.
 -- Returns {position, job hash, ...} (positions from 1) for the jobs not inserted because an
 -- existing job stands in their place: same id (in any queue), or a pending or active job of
 -- the queue holding the same unique key.
@@ -15,6 +17,15 @@ local function queue_job_prefix(queue)
   return '{' .. prefix .. ':' .. queue .. '}:job:'
 end
 
+for i = 4 + queues, #ARGV, 11 do
+  local priority, run_at, enqueued_at = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]),
+    tonumber(ARGV[i + 7])
+  if not (priority and run_at and enqueued_at) or priority ~= priority or run_at ~= run_at
+      or enqueued_at ~= enqueued_at then
+    return redis.error_reply('job ' .. ARGV[i + 1] .. ': priority ' .. ARGV[i + 4] ..
+      ', run_at ' .. ARGV[i + 5] .. ' and enqueued_at ' .. ARGV[i + 7] .. ' must be numbers')
+  end
+end
 for q = 1, queues do
   redis.call('SADD', K_QUEUES, ARGV[3 + q])
 end
@@ -22,22 +33,26 @@ local out = {}
 local woken = {}
 local bound = nil
 local position = 0
-for i = 4 + queues, #ARGV, 13 do
+for i = 4 + queues, #ARGV, 11 do
   position = position + 1
   local q = tonumber(ARGV[i])
+  local custom = q < 0
+  if custom then
+    q = -q
+  end
   if q ~= bound then
     local name = ARGV[3 + q]
     bind_queue(3 + (q - 1) * 9, queue_job_prefix(name), channel, name)
     bound = q
   end
-  local id, state, unique = ARGV[i + 2], ARGV[i + 4], optional(ARGV[i + 10])
+  local id, unique = ARGV[i + 1], optional(ARGV[i + 8])
   local key = job_key(id)
   local existing = nil
   -- An id that exists is not inserted again (a call retried after its reply was lost finds
   -- its own jobs, perhaps claimed meanwhile). An id the caller chose may also exist in
   -- another queue, where its job, if gone, gives the id up.
   local there = key
-  if ARGV[i + 1] == '1' then
+  if custom then
     local owner = redis.call('HGET', K_INDEX, id)
     if owner and owner ~= QUEUE then
       there = queue_job_prefix(owner) .. id
@@ -59,16 +74,21 @@ for i = 4 + queues, #ARGV, 13 do
     out[#out + 1] = position
     out[#out + 1] = redis.call('HGETALL', existing)
   else
-    redis.call('HSET', key, 'id', id, 'task', ARGV[i + 3], 'queue', QUEUE, 'state', state,
-      'data', ARGV[i + 5], 'priority', ARGV[i + 6], 'run_at', ARGV[i + 7],
-      'max_attempts', ARGV[i + 8], 'enqueued_at', ARGV[i + 9], 'attempt', 0,
+    local run_at = ARGV[i + 5]
+    local state = 'queued'
+    if tonumber(run_at) > tonumber(ARGV[i + 7]) then
+      state = 'scheduled'
+    end
+    redis.call('HSET', key, 'id', id, 'task', ARGV[i + 2], 'queue', QUEUE, 'state', state,
+      'data', ARGV[i + 3], 'priority', ARGV[i + 4], 'run_at', run_at,
+      'max_attempts', ARGV[i + 6], 'enqueued_at', ARGV[i + 7], 'attempt', 0,
       'errors', '[]', 'cancel_requested', 0)
     redis.call('HSET', K_INDEX, id, QUEUE)
     if unique then
       redis.call('HSET', key, 'key', unique)
       redis.call('HSET', K_UNIQUE, unique, id)
     end
-    local timeout, backoff = optional(ARGV[i + 11]), optional(ARGV[i + 12])
+    local timeout, backoff = optional(ARGV[i + 9]), optional(ARGV[i + 10])
     if timeout then
       redis.call('HSET', key, 'timeout', timeout)
     end
@@ -76,9 +96,9 @@ for i = 4 + queues, #ARGV, 13 do
       redis.call('HSET', key, 'backoff', backoff)
     end
     if state == 'scheduled' then
-      redis.call('ZADD', K_SCHEDULED, ARGV[i + 7], id)
+      redis.call('ZADD', K_SCHEDULED, run_at, id)
     else
-      redis.call('ZADD', K_READY, ARGV[i + 6], ready_member(ARGV[i + 7], id))
+      redis.call('ZADD', K_READY, ARGV[i + 4], ready_member(run_at, id))
     end
     redis.call('ZADD', K_ALL, 0, id)
     woken[QUEUE] = true
