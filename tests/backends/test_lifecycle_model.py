@@ -373,7 +373,8 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 
 def view_record(record: JobRecord) -> dict[str, Any]:
-    """The fields the model knows, times rounded (only those that matter in this state)."""
+    """The fields the model knows, times rounded; a due time only while pending and a start
+    only while active (what stores keep there otherwise is their own business)."""
     errors = [
         (e.attempt, WORKER_LOST if e.error.startswith(WORKER_LOST) else e.error)
         for e in record.errors
@@ -391,6 +392,7 @@ def view_record(record: JobRecord) -> dict[str, Any]:
             "errors": errors,
             "worker": record.worker_id,
             "cancel_requested": record.cancel_requested,
+            "result": record.result,
         },
         record.run_at,
         record.started_at,
@@ -413,6 +415,7 @@ def view_model(job: ModelJob) -> dict[str, Any]:
             "errors": list(job.errors),
             "worker": job.worker,
             "cancel_requested": job.cancel_requested,
+            "result": {"ok": job.id} if job.state is JobState.COMPLETED else None,
         },
         job.run_at,
         job.started_at,
@@ -429,13 +432,12 @@ def _view(
     lease_expires_at: float | None,
     finished_at: float | None,
 ) -> dict[str, Any]:
+    fields["lease_expires_at"] = _round(lease_expires_at)
+    fields["finished_at"] = _round(finished_at)
     if state in (JobState.SCHEDULED, JobState.QUEUED):
         fields["run_at"] = _round(run_at)
     elif state is JobState.ACTIVE:
         fields["started_at"] = _round(started_at)
-        fields["lease_expires_at"] = _round(lease_expires_at)
-    else:
-        fields["finished_at"] = _round(finished_at)
     return fields
 
 
