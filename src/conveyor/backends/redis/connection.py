@@ -3,8 +3,8 @@
 A call whose connection breaks (a server restart, a reset, a failover) is retried on a new
 connection with capped backoff (50 ms doubling to 0.5 s), so the store is usable again within
 about half a second of the server coming back. A call that still has no working connection
-`connect_timeout` seconds after it started raises StoreError naming the store (password
-hidden) and that timeout, instead of hanging or leaking redis-py's exceptions.
+`connect_timeout` seconds after it started raises StoreUnavailable (a StoreError) naming the
+store (password hidden) and that timeout, instead of hanging or leaking redis-py's errors.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ...model.errors import StoreError
+from ...model.errors import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ class DeadlineRetry(Retry):
                     fail(error)
                 pause = self._backoff.compute(failures)
                 if time.monotonic() + pause >= deadline:
-                    raise StoreError(
+                    raise StoreUnavailable(
                         f"cannot reach the Redis store at {public_url(self.url)} within "
                         f"{self.timeout:g} s (connect_timeout): {error}"
                     ) from error
