@@ -253,7 +253,8 @@ class Backend(Protocol):
 
     def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[JobChange]:
         """Apply a batch of attempt outcomes in one transaction; return the changes applied
-        (an outcome of an attempt that is no longer this worker's is skipped)."""
+        (an outcome of an attempt that is no longer this worker's is skipped). A batch holds
+        at most one outcome per job: which of two would win is not defined."""
 
     def job_heartbeat(self, params: HeartbeatParams) -> dict[str, bool]:
         """Extend the leases of this worker's jobs.
