@@ -3,7 +3,6 @@
 -- A queue's KEYS are nine keys in this order, sharing one hash tag (one Redis Cluster slot).
 local K_READY, K_SCHEDULED, K_ACTIVE, K_COMPLETED, K_FAILED, K_CANCELLED, K_ALL, K_UNIQUE, K_META
 local JOB_PREFIX, WAKE_CHANNEL, QUEUE
-local FINISHED_SET = {}
 local PENDING = {scheduled = true, queued = true, blocked = true}
 
 -- Use the queue whose nine keys start at KEYS[first].
@@ -12,7 +11,18 @@ local function bind_queue(first, job_prefix, wake_channel, queue)
   K_COMPLETED, K_FAILED, K_CANCELLED = KEYS[first + 3], KEYS[first + 4], KEYS[first + 5]
   K_ALL, K_UNIQUE, K_META = KEYS[first + 6], KEYS[first + 7], KEYS[first + 8]
   JOB_PREFIX, WAKE_CHANNEL, QUEUE = job_prefix, wake_channel, queue
-  FINISHED_SET = {completed = K_COMPLETED, failed = K_FAILED, cancelled = K_CANCELLED}
+end
+
+-- The sorted set of finished jobs in `state`, or nil when that state is not final.
+local function finished_set(state)
+  if state == 'completed' then
+    return K_COMPLETED
+  elseif state == 'failed' then
+    return K_FAILED
+  elseif state == 'cancelled' then
+    return K_CANCELLED
+  end
+  return nil
 end
 
 -- The store's clock (Redis TIME) as Unix seconds in text, unless the caller gave a time
@@ -95,7 +105,7 @@ local function finish(key, id, state, at)
   redis.call('HSET', key, 'state', state, 'finished_at', at)
   redis.call('HDEL', key, 'lease_expires_at')
   redis.call('ZREM', K_ACTIVE, id)
-  redis.call('ZADD', FINISHED_SET[state], at, id)
+  redis.call('ZADD', finished_set(state), at, id)
   free_unique(key, id)
 end
 

@@ -54,7 +54,7 @@ for i = 4, #ARGV, 9 do
     else
       state = 'failed'
     end
-    if FINISHED_SET[state] then
+    if finished_set(state) then
       finish(key, id, state, at)
       run_at = nil
     end

@@ -22,7 +22,7 @@ if unique then
   end
   redis.call('HSET', K_UNIQUE, unique, id)
 end
-redis.call('ZREM', FINISHED_SET[state], id)
+redis.call('ZREM', finished_set(state), id)
 redis.call('HDEL', key, 'finished_at', 'result', 'worker_id')
 redis.call('HSET', key, 'state', 'queued', 'run_at', now, 'cancel_requested', 0,
   'max_attempts', math.max(tonumber(f[4]), tonumber(f[3]) + 1))
