@@ -21,8 +21,9 @@ from conveyor import Conveyor, JobState, StoreError
 from conveyor.backends import open_backend
 from conveyor.backends.base import PruneParams, WorkerInfo
 from conveyor.backends.redis.backend import SCHEMA_VERSION
+from conveyor.backends.redis.held import HeldJobs
 
-from .factory import claim_one, get, insert, insert_one, new_job, outcome
+from .factory import claim, claim_one, get, heartbeat, insert, insert_one, new_job, outcome
 
 redis = pytest.importorskip("redis")
 
@@ -202,3 +203,22 @@ def test_the_worker_registry_is_two_store_keys_that_forget_and_prune_empty(prefi
     finally:
         store.close()
     assert [k for k in client.scan_iter(match=f"*{prefix}*") if "worker" in k] == []
+
+
+def test_the_claimed_job_map_is_capped_and_dropped_jobs_are_found_in_the_store(prefix, caplog):
+    # The store remembers each claimed job's queue (to find its keys); an outcome never
+    # written must not grow that map forever. Past the cap the oldest entries go, with a
+    # warning, and a heartbeat for a forgotten job still finds it through the store's index.
+    backend = open_backend(f"{REDIS_URL}?prefix={prefix}")
+    backend.open()
+    try:
+        backend._held = HeldJobs(cap=3)  # type: ignore[attr-defined]
+        jobs = insert(backend, *(new_job(queue=f"q{i % 2}") for i in range(5)))
+        claimed = claim(backend, queues=("q0", "q1"), limit=5)
+        assert len(claimed) == 5
+        assert len(backend._held) == 3  # type: ignore[attr-defined]
+        assert "dropped the 2 oldest" in caplog.text
+        held = heartbeat(backend, [job.id for job in jobs])
+        assert held == {job.id: False for job in jobs}
+    finally:
+        backend.close()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import POSTGRES_URL, require_store
+
 from .helpers import Cli, assert_one_line_error, make_cli
 
 
@@ -116,3 +118,13 @@ def test_a_file_that_is_not_a_conveyor_store_is_refused_untouched(
         assert reason in line
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.glob("*.db*")) == ["other.db"]  # no -wal, -journal
+
+
+def test_a_worker_refused_by_its_store_fails_at_once_instead_of_waiting(tmp_path: Path) -> None:
+    # An unreachable store is waited for; a server that answers "no" (unknown database,
+    # wrong password) is a broken configuration: one error line, at once.
+    require_store("postgres")
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    url = f"{base}/conveyor_no_such_database"
+    line = assert_one_line_error(make_cli(tmp_path)("--url", url, "worker", "myapp:app"), code=1)
+    assert 'database "conveyor_no_such_database" does not exist' in line

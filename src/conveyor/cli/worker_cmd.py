@@ -12,7 +12,7 @@ import click
 
 from ..app import Conveyor
 from ..backends import open_backend
-from ..model.errors import StoreError
+from ..model.errors import StoreError, StoreUnavailable
 from ..worker.children import EXIT_STORE_UNREACHABLE, ChildSpec
 from ..worker.observer import ChildReporter
 from ..worker.runner import Recycling, Worker
@@ -47,8 +47,8 @@ def _stop_before_start(signum: int, _frame: object) -> None:
 
 def _wait_for_store(app: Conveyor, parent_pid: int | None) -> None:
     """Open the store; while a server store cannot be reached, wait for it (a warning every
-    few seconds) instead of exiting: an unreachable store is not a broken app. A bad URL or
-    an unusable SQLite file still fails at once."""
+    few seconds) instead of exiting: an unreachable store is not a broken app. A bad URL,
+    password or schema, or an unusable SQLite file, still fails at once."""
     if open_backend(app.url).capabilities.local_file:
         app.backend  # noqa: B018 -- open it now: a bad file fails before the worker starts
         return
@@ -58,7 +58,7 @@ def _wait_for_store(app: Conveyor, parent_pid: int | None) -> None:
     while True:
         try:
             app.backend  # noqa: B018 -- opens it
-        except Exception as exc:
+        except StoreUnavailable as exc:  # anything else (password, schema) fails at once
             now = time.monotonic()
             if last_log is None or now - last_log >= STORE_WAIT_LOG_INTERVAL:
                 last_log = now

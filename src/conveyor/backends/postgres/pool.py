@@ -77,7 +77,15 @@ def worth_retrying(exc: psycopg.OperationalError) -> bool:
     """A network failure or a server starting or stopping (retry); not a refusal such as a
     wrong password or database (fail now)."""
     state = exc.sqlstate
-    return state is None or state.startswith(("08", "57P"))
+    if state is not None:
+        return state.startswith(("08", "57P", "53300"))
+    # A refusal at connect time carries no SQLSTATE, only the server's FATAL message.
+    text = str(exc)
+    return "FATAL:" not in text or any(busy in text for busy in _TRANSIENT_FATAL)
+
+
+_TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "too many", "terminating")
+"""FATAL messages of a server that will accept connections again soon."""
 
 
 def _configure(conn: Conn) -> None:
