@@ -16,8 +16,6 @@ of them hold a connection at the same time.
 
 from __future__ import annotations
 
-import os
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from ...model.errors import StoreError
+from ..fork import forget_connections_in_children
 from ..rows import refusal
 from ..sqlfile import load_migrations, load_queries
 from .listener import LISTEN_OPTIONS, Listener
@@ -66,7 +65,7 @@ class PostgresCore:
         """Queues this process has seen registered, so enqueue skips that round trip."""
         self._opened = False
         self._make_connections()
-        _forget_connections_in_child(self)
+        forget_connections_in_children(self)
 
     def _make_connections(self) -> None:
         """New pools and LISTEN connection (none connected yet)."""
@@ -89,7 +88,7 @@ class PostgresCore:
             self.where,
         )
 
-    def _forget_connections(self) -> None:
+    def _forget_after_fork(self) -> None:
         """In a forked child: the parent's connections are its own, so they are dropped
         without closing them (a close would end the parent's sessions) and made anew on
         first use. (psycopg does not close a connection collected in another process.)"""
@@ -186,18 +185,6 @@ class PostgresCore:
     def schema_version(self) -> int:
         with self._tx() as cur:
             return self._schema_version(cur)
-
-
-def _forget_connections_in_child(store: PostgresCore) -> None:
-    """Registered once per store; the weak reference lets the store be collected."""
-    ref = weakref.ref(store)
-
-    def in_child() -> None:
-        alive = ref()
-        if alive is not None:
-            alive._forget_connections()
-
-    os.register_at_fork(after_in_child=in_child)
 
 
 def _only_comments(statement: str) -> bool:

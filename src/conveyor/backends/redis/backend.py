@@ -18,13 +18,12 @@ registry.py (workers, leader leases, the clock), core.py (client and scripts), t
 from __future__ import annotations
 
 import logging
-import os
-import weakref
 
 import redis
 
 from ...model.errors import StoreError
 from ..base import Capabilities
+from ..fork import forget_connections_in_children
 from .admin import AdminStore
 from .jobs import JobStore
 from .registry import RegistryStore
@@ -43,7 +42,7 @@ class RedisBackend(JobStore, AdminStore, RegistryStore):
 
     def __init__(self, url: str, *, connect_timeout: float) -> None:
         super().__init__(url, connect_timeout=connect_timeout)
-        _forget_connections_in_children(self)
+        forget_connections_in_children(self)
 
     def open(self, migrate: bool = True) -> None:
         self._opened = True
@@ -102,15 +101,3 @@ class RedisBackend(JobStore, AdminStore, RegistryStore):
         perhaps held by a parent thread that does not exist here) and claimed jobs, without
         closing them (that would shut the parent's sockets). The next call connects anew."""
         self._reset_connections()
-
-
-def _forget_connections_in_children(backend: RedisBackend) -> None:
-    """Registered once per store; a weak reference, so the store can still be collected."""
-    ref = weakref.ref(backend)
-
-    def forget_in_child() -> None:
-        store = ref()
-        if store is not None:
-            store._forget_after_fork()
-
-    os.register_at_fork(after_in_child=forget_in_child)

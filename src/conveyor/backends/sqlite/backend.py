@@ -9,11 +9,9 @@ insert, claim, outcomes, heartbeats); admin, registry and leadership live in `ad
 from __future__ import annotations
 
 import heapq
-import os
 import sqlite3
 import time
 import urllib.parse
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +31,7 @@ from ..base import (
     ReleaseParams,
     RescueResult,
 )
+from ..fork import forget_connections_in_children
 from ..rows import Row, error_json, record_from_row
 from .admin import SQLiteAdmin
 from .database import QUERIES as _Q
@@ -69,14 +68,7 @@ class SQLiteBackend(SQLiteAdmin):
         self._db = Database(url, self.path, connect_timeout)
         self._wake = WakeChannel(self.path)
         self._opened = False
-        ref = weakref.ref(self)
-
-        def forget_in_child() -> None:
-            backend = ref()
-            if backend is not None:
-                backend._forget_after_fork()
-
-        os.register_at_fork(after_in_child=forget_in_child)
+        forget_connections_in_children(self)
 
     # connection handling ----------------------------------------------------------------
     def open(self, migrate: bool = True) -> None:
