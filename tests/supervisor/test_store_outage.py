@@ -13,9 +13,7 @@ the file) loses nothing, so the jobs that were running during the outage are sti
 
 from __future__ import annotations
 
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -24,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SELECTED_STORES, in_ci
+from conftest import SELECTED_STORES
 from conveyor import Conveyor, JobState
 from engine.helpers import wait_until
+from faults.private_redis import PrivateRedis, require_redis_server
 
 from .conftest import TEST_SIDE
 from .helpers import Rig, wait_all, wait_for_exit
@@ -36,61 +35,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class PrivateRedis:
-    """A redis-server this test starts and stops; its port and data survive restarts."""
-
-    def __init__(self, binary: str, root: Path) -> None:
-        self.binary = binary
-        self.dir = root / "redis"
-        self.dir.mkdir()
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
-        with open(self.dir / "server.log", "ab") as out:
-            self.proc = subprocess.Popen([self.binary, *args], stdout=out, stderr=out)
-        wait_until(self._ready, 15, interval=0.05, what="the private redis-server answers")
-
-    def _ready(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log()
-        probe = subprocess.run(
-            ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
-        )
-        return probe.stdout.strip() == "PONG"
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=30) == 0, self.log()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        path = self.dir / "server.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None or shutil.which("redis-cli") is None:
-        message = "REDIS-SERVER UNREACHABLE: redis-server/redis-cli not on PATH"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    private = PrivateRedis(binary, tmp_path)
+    """Not started: the test starts it once the supervisor is waiting for it."""
+    private = PrivateRedis(require_redis_server(), tmp_path)
     try:
         yield private
     finally:
