@@ -1,5 +1,6 @@
-"""SIGTERM/SIGINT on a real worker process: finish within the grace period, else release
-the job unrun (attempt not counted); a second signal skips the grace."""
+"""SIGTERM/SIGINT on a real worker process: finish within the grace period, else record the
+started attempt as "released at shutdown" (it counts, so max_attempts bounds every job's
+runs) and due again at once; a second signal skips the grace."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def test_sigterm_lets_the_running_job_finish(tmp_path, store_url, make_app):
 
 
 @pytest.mark.parametrize("task", ["nap", "block"])
-def test_sigterm_past_the_grace_period_releases_the_job_unrun(tmp_path, store_url, make_app, task):
+def test_sigterm_past_the_grace_period_counts_the_started_attempt(
+    tmp_path, store_url, make_app, task
+):
     fx = _setup(tmp_path, store_url, grace=1.0)
     app = make_app()
     job = app.enqueue(task, {"seconds": 30})
@@ -70,8 +73,9 @@ def test_sigterm_past_the_grace_period_releases_the_job_unrun(tmp_path, store_ur
         kill_all(proc)
     record = app.get_job(job.id).record
     assert record.state == JobState.QUEUED, fx.output("worker")
-    assert record.attempt == 0
-    assert record.errors == ()
+    assert record.attempt == 1
+    assert [e.attempt for e in record.errors] == [1]
+    assert "released at shutdown after" in record.errors[0].error
     assert record.worker_id is None
 
 
@@ -95,5 +99,6 @@ def test_second_signal_skips_the_grace_period(tmp_path, store_url, make_app, sec
         kill_all(proc)
     record = app.get_job(job.id).record
     assert record.state == JobState.QUEUED, fx.output("worker")
-    assert record.attempt == 0
-    assert record.errors == ()
+    assert record.attempt == 1
+    assert [e.attempt for e in record.errors] == [1]
+    assert "released at shutdown after" in record.errors[0].error
