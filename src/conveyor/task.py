@@ -60,21 +60,25 @@ class JobOptions:
         as_backoff(self.backoff)
         return self
 
-    def due_at(self, now: float) -> float:
+    def due_at(self, now: float) -> tuple[float, bool]:
+        """The job's run_at for a NewJob enqueued at `now` (this host's clock), and whether
+        it is absolute. A delay counts from the store's clock as it inserts (only `run_at -
+        now` is kept), so this host's clock does not matter; a run_at the caller gave is a
+        moment they chose, kept as given (one already past is due at once)."""
         if self.delay is not None:
             seconds = (
                 self.delay.total_seconds() if isinstance(self.delay, dt.timedelta) else self.delay
             )
             if seconds < 0:
                 raise ValueError(f"delay must be >= 0 seconds, not {seconds!r}")
-            return now + float(seconds)
+            return now + float(seconds), False
         if isinstance(self.run_at, dt.datetime):
             if self.run_at.tzinfo is None:
                 raise ValueError("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
-            return max(now, self.run_at.timestamp())
+            return self.run_at.timestamp(), True
         if self.run_at is not None:
-            return max(now, float(self.run_at))
-        return now
+            return float(self.run_at), True
+        return now, False
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,19 +97,21 @@ def build_new_job(
     if not isinstance(data, dict):
         raise TypeError(f"job data must be a dict of named arguments, not {type(data).__name__}")
     now = time.time()
+    run_at, absolute = options.due_at(now)
     return NewJob(
         id=options.job_id or new_job_id(),
         task=task_name,
         queue=options.queue,
         data=encode(data, what=f"data of task {task_name!r}", limit=payload_limit),
         priority=int(options.priority),
-        run_at=options.due_at(now),
+        run_at=run_at,
         max_attempts=options.max_attempts,
         enqueued_at=now,
         key=options.key,
         timeout=options.timeout,
         backoff=stored_backoff(options.backoff),
         custom_id=options.job_id is not None,
+        absolute_run_at=absolute,
     )
 
 

@@ -53,8 +53,14 @@ def new_job(
     now: float | None = None,
     timeout: float | None = None,
     backoff: dict[str, Any] | None = None,
+    absolute: bool | None = None,
 ) -> NewJob:
-    """A job as `Task.prepare` would build it: enqueued at `now`, due `delay` s later."""
+    """A job as `Task.prepare` would build it: enqueued at `now`, due `delay` s later.
+
+    Without `now`, the job is due `delay` s after the store's clock as it inserts. With one,
+    the due time `now + delay` is explicit (`absolute_run_at`, unless `absolute=False`) and
+    `insert` runs the store's clock at `now` (see there), so explicit times stay exact.
+    """
     enqueued_at = time.time() if now is None else now
     return NewJob(
         id=job_id or new_job_id(),
@@ -69,15 +75,22 @@ def new_job(
         timeout=timeout,
         backoff=None if backoff is None else encode(backoff, what="backoff"),
         custom_id=job_id is not None,
+        absolute_run_at=now is not None if absolute is None else absolute,
     )
 
 
-def insert(backend: Backend, *jobs: NewJob) -> list[JobRecord]:
-    return backend.job_insert_many(list(jobs))
+def insert(backend: Backend, *jobs: NewJob, now: float | None = None) -> list[JobRecord]:
+    """Insert in one batch. Jobs all built at one explicit time (`new_job(now=...)`) are
+    inserted with the store's clock reading that time (the test-only `now`), so that their
+    enqueued_at and state are as a store would have stored them then."""
+    if now is None and all(job.absolute_run_at for job in jobs):
+        times = {job.enqueued_at for job in jobs}
+        now = times.pop() if len(times) == 1 else None
+    return backend.job_insert_many(list(jobs), now=now)
 
 
 def insert_one(backend: Backend, **kwargs: Any) -> JobRecord:
-    (record,) = backend.job_insert_many([new_job(**kwargs)])
+    (record,) = insert(backend, new_job(**kwargs))
     return record
 
 

@@ -105,8 +105,9 @@ class LifecycleModel:
                 return job
         return None
 
-    def insert(self, jobs: list[NewJob]) -> list[str]:
-        """The ids the store returns: the new job's, or the existing job's in its place."""
+    def insert(self, jobs: list[NewJob], now: float) -> list[str]:
+        """The ids the store returns: the new job's, or the existing job's in its place
+        (due its delay after the store's clock, `now`)."""
         out = []
         for new in jobs:
             held = None if new.key is None else self.holder(new.queue, new.key)
@@ -115,6 +116,7 @@ class LifecycleModel:
             elif held is not None:
                 out.append(held.id)
             else:
+                run_at, state = new.due(now)
                 self.jobs[new.id] = ModelJob(
                     id=new.id,
                     task=new.task,
@@ -122,8 +124,8 @@ class LifecycleModel:
                     priority=new.priority,
                     key=new.key,
                     max_attempts=new.max_attempts,
-                    state=new.state,
-                    run_at=new.run_at,
+                    state=state,
+                    run_at=run_at,
                 )
                 out.append(new.id)
         return out

@@ -191,8 +191,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.check_record(change.record)
 
     def _insert(self, jobs: list[NewJob]) -> None:
-        records = self.backend.job_insert_many(jobs)
-        expected = self.model.insert(jobs)
+        records = self.backend.job_insert_many(jobs, now=self.now)
+        expected = self.model.insert(jobs, self.now)
         assert [r.id for r in records] == expected, "not the new or existing jobs expected"
         for record in records:
             self.check_record(record)
@@ -210,7 +210,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule(specs=st.lists(NEW_JOB, min_size=1, max_size=3))
     def enqueue(self, specs: list[dict[str, Any]]) -> None:
-        self._insert([new_job(**spec, now=self.now) for spec in specs])
+        self._insert([new_job(**spec, now=self.now, absolute=False) for spec in specs])
 
     @precondition(lambda self: self.known)
     @rule(data=st.data(), spec=NEW_JOB)

@@ -225,8 +225,15 @@ class Backend(Protocol):
         """The store's clock, in Unix seconds: the one every lease and due time is judged by."""
 
     # jobs -----------------------------------------------------------------------------
-    def job_insert_many(self, jobs: Sequence[NewJob], connection: Any = None) -> list[JobRecord]:
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], connection: Any = None, *, now: float | None = None
+    ) -> list[JobRecord]:
         """Insert all jobs in one transaction and wake idle workers.
+
+        Due times are the store's: each new job is enqueued at the store's now `t` and due
+        at its `run_at` if `absolute_run_at`, else `t` plus its delay (`run_at -
+        enqueued_at`); `scheduled` if that is after `t`, else `queued`. The records returned
+        carry the stored times. `now`: tests only (None: the store's clock).
 
         `connection` (only with `capabilities.transactional_enqueue`): the caller's database
         connection; the jobs join its open transaction and wake workers when it commits.

@@ -58,13 +58,20 @@ class NewJob:
     custom_id: bool = False
     """The caller chose the id (it may name an existing or long-finished job); ids Conveyor
     generates are new by construction, which lets a store skip looking for them."""
+    absolute_run_at: bool = False
+    """`run_at` is a moment the caller chose (a datetime or timestamp): kept as given.
+    Otherwise only `run_at - enqueued_at` counts (the delay, 0 for an immediate job): the job
+    is due that long after the store's clock as it inserts, so a producer whose clock is off
+    neither holds its jobs back nor runs delayed ones early."""
 
     def __post_init__(self) -> None:
         check_new_job(self)  # what one store would take and another refuse (limits.py)
 
-    @property
-    def state(self) -> JobState:
-        return JobState.SCHEDULED if self.run_at > self.enqueued_at else JobState.QUEUED
+    def due(self, now: float) -> tuple[float, JobState]:
+        """The stored run_at and state of this job inserted when the store's clock reads
+        `now` (which is also its enqueued_at). The SQL and Lua inserts compute the same."""
+        run_at = self.run_at if self.absolute_run_at else now + (self.run_at - self.enqueued_at)
+        return run_at, JobState.SCHEDULED if run_at > now else JobState.QUEUED
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +103,21 @@ class JobRecord:
     """How often a handler (or a limit) postponed the job without counting an attempt."""
 
     @classmethod
-    def from_new(cls, job: NewJob) -> JobRecord:
-        """The record of a job just inserted, built without reading it back."""
+    def from_new(cls, job: NewJob, now: float) -> JobRecord:
+        """The record of a job just inserted at the store's time `now`, built without
+        reading it back."""
+        run_at, state = job.due(now)
         return cls(
             id=job.id,
             task=job.task,
             queue=job.queue,
-            state=job.state,
+            state=state,
             data=orjson.loads(job.data),
             priority=job.priority,
-            run_at=job.run_at,
+            run_at=run_at,
             attempt=0,
             max_attempts=job.max_attempts,
-            enqueued_at=job.enqueued_at,
+            enqueued_at=now,
             key=job.key,
             timeout=job.timeout,
             backoff=None if job.backoff is None else orjson.loads(job.backoff),

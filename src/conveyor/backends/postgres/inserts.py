@@ -2,7 +2,9 @@
 built from what the statements answered. Only the awaiting differs between the two paths.
 
 An insert is one statement (plus NOTIFY); a second one reads back the jobs that held the
-ids or keys of the batch jobs that were not inserted, only when there were such jobs.
+ids or keys of the batch jobs that were not inserted, only when there were such jobs. The
+statement returns the store's now it inserted at, from which the new jobs' records are built
+as the statement stored them (`NewJob.due`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ class InsertBatch:
                     "id": j.id,
                     "task": j.task,
                     "queue": j.queue,
-                    "state": j.state.value,
                     "data": orjson.Fragment(j.data),
                     "priority": j.priority,
                     "run_at": j.run_at,
@@ -45,6 +46,7 @@ class InsertBatch:
                     "timeout": j.timeout,
                     "backoff": None if j.backoff is None else orjson.Fragment(j.backoff),
                     "enqueued_at": j.enqueued_at,
+                    "absolute": j.absolute_run_at,
                     "ord": i,
                     "custom": j.custom_id,
                 }
@@ -71,18 +73,24 @@ class InsertBatch:
         }
 
     def records(
-        self, inserted: Iterable[str], existing: Iterable[dict[str, Any]]
+        self,
+        inserted: Iterable[str],
+        first: dict[str, Any] | None,
+        existing: Iterable[dict[str, Any]],
     ) -> list[JobRecord]:
         """One record per job in call order: the new job, or the one that took its id or key
-        (a repeat of an id in the batch is the same job)."""
+        (a repeat of an id in the batch is the same job). `first`: the insert's first
+        returned row, whose enqueued_at is the store's now every new job was stored at
+        (None only when no job was new)."""
         new = set(inserted)
+        at = 0.0 if first is None else float(first["enqueued_at"])
         found = {row["for_id"]: record_from_row(row) for row in existing}
         by_id: dict[str, JobRecord] = {}
         for job in self.jobs:
             if job.id in by_id:
                 continue
             if job.id in new:
-                by_id[job.id] = JobRecord.from_new(job)
+                by_id[job.id] = JobRecord.from_new(job, at)
             elif job.id in found:
                 by_id[job.id] = found[job.id]
             else:

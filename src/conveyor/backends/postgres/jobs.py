@@ -51,7 +51,9 @@ def changes_from(rows: Iterable[dict[str, Any]]) -> list[JobChange]:
 
 class JobStatements(PostgresCore):
     # enqueue ------------------------------------------------------------------------------
-    def job_insert_many(self, jobs: Sequence[NewJob], connection: Any = None) -> list[JobRecord]:
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], connection: Any = None, *, now: float | None = None
+    ) -> list[JobRecord]:
         if not jobs:
             return []
         if connection is not None and not isinstance(connection, psycopg.Connection):
@@ -67,14 +69,19 @@ class JobStatements(PostgresCore):
         batch = InsertBatch.of(jobs)
         self._register_queues(batch.queues)
         with self._tx(connection) as cur:
-            cur.execute(self._q["job_insert_many"], {"rows": batch.rows})
-            inserted = batch.ids if batch.all_inserted(cur.rowcount) else {r["id"] for r in cur}
+            cur.execute(self._q["job_insert_many"], {"rows": batch.rows, "now": now})
+            first = cur.fetchone()
+            inserted = (
+                batch.ids
+                if batch.all_inserted(cur.rowcount)
+                else {r["id"] for r in [first, *cur.fetchall()] if r is not None}
+            )
             existing: list[dict[str, Any]] = []
             if (args := batch.existing_args(inserted)) is not None:
                 cur.execute(self._q["job_existing_many"], args)
                 existing = cur.fetchall()
             self._notify(cur, set(batch.queues))
-        return batch.records(inserted, existing)
+        return batch.records(inserted, first, existing)
 
     async def job_insert_many_async(
         self, jobs: Sequence[NewJob], connection: Any
@@ -94,18 +101,19 @@ class JobStatements(PostgresCore):
         if set(batch.queues) - self._known_queues:
             await asyncio.to_thread(self._register_queues, batch.queues)
         async with connection.cursor(row_factory=dict_row) as cur:
-            await cur.execute(self._q["job_insert_many"], {"rows": batch.rows})
+            await cur.execute(self._q["job_insert_many"], {"rows": batch.rows, "now": None})
+            first = await cur.fetchone()
             inserted = (
                 batch.ids
                 if batch.all_inserted(cur.rowcount)
-                else {r["id"] for r in await cur.fetchall()}
+                else {r["id"] for r in [first, *await cur.fetchall()] if r is not None}
             )
             existing: list[dict[str, Any]] = []
             if (args := batch.existing_args(inserted)) is not None:
                 await cur.execute(self._q["job_existing_many"], args)
                 existing = await cur.fetchall()
             await cur.execute(self._q["notify"], {"channel": self.channel, "queues": batch.queues})
-        return batch.records(inserted, existing)
+        return batch.records(inserted, first, existing)
 
     def _register_queues(self, queues: Sequence[str]) -> None:
         """In our own short transaction: a new queue's row must not stay locked (blocking

@@ -25,25 +25,28 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: job_insert_many
 -- The batch arrives as one JSON array (encoded in C by orjson) and is unpacked here: far
--- cheaper than binding one array parameter per column.
+-- cheaper than binding one array parameter per column. Due times are the store's: enqueued
+-- at {now}, due at an absolute run_at as given, else {now} plus the job's delay (NewJob.due).
 WITH new AS (
-    SELECT * FROM json_to_recordset(%(rows)s::json) AS t(
-        id text, task text, queue text, state text, data jsonb, priority int,
-        run_at float8, max_attempts int, key text, timeout float8, backoff jsonb,
-        enqueued_at float8, ord int, custom bool)
+    SELECT t.*, {now} AS at,
+           CASE WHEN t.absolute THEN t.run_at ELSE {now} + (t.run_at - t.enqueued_at) END AS due
+    FROM json_to_recordset(%(rows)s::json) AS t(
+        id text, task text, queue text, data jsonb, priority int, run_at float8,
+        max_attempts int, key text, timeout float8, backoff jsonb, enqueued_at float8,
+        absolute bool, ord int, custom bool)
 )
 INSERT INTO {schema}.jobs
     (id, task, queue, state, data, priority, run_at, max_attempts, key, timeout, backoff,
      enqueued_at)
-SELECT id, task, queue, state, data, priority, run_at, max_attempts, key, timeout,
-       backoff, enqueued_at
+SELECT id, task, queue, CASE WHEN due > at THEN 'scheduled' ELSE 'queued' END, data,
+       priority, due, max_attempts, key, timeout, backoff, at
 FROM new
 -- Only an id the caller chose can name a finished job (CASE: the probe runs for those only).
 WHERE CASE WHEN custom THEN NOT EXISTS (SELECT 1 FROM {schema}.jobs_done d WHERE d.id = new.id)
            ELSE true END
 ORDER BY ord
 ON CONFLICT DO NOTHING
-RETURNING id;
+RETURNING id, enqueued_at;
 
 -- name: queue_touch_many
 INSERT INTO {schema}.queues (name)

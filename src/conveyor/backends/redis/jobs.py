@@ -31,7 +31,9 @@ SWEEP_LIMIT = 1000
 
 
 class JobStore(RedisCore):
-    def job_insert_many(self, jobs: Sequence[NewJob], connection: Any = None) -> list[JobRecord]:
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], connection: Any = None, *, now: float | None = None
+    ) -> list[JobRecord]:
         if connection is not None:
             raise self._no_transactions()
         if not jobs:
@@ -41,7 +43,13 @@ class JobStore(RedisCore):
         keys = [self.keys.index, self.keys.queues]
         for queue in queues:
             keys += self._queue(queue).keys
-        args: list[object] = [self.keys.wake_channel, self.keys.prefix, len(queues), *queues]
+        args: list[object] = [
+            self.keys.wake_channel,
+            self.keys.prefix,
+            when(now),
+            len(queues),
+            *queues,
+        ]
         for job in jobs:
             args += [
                 -number[job.queue] if job.custom_id else number[job.queue],
@@ -49,9 +57,9 @@ class JobStore(RedisCore):
                 job.task,
                 job.data.decode(),
                 job.priority,
-                num(job.run_at),
+                num(job.run_at if job.absolute_run_at else job.run_at - job.enqueued_at),
                 job.max_attempts,
-                num(job.enqueued_at),
+                "1" if job.absolute_run_at else "0",
                 opt(job.key),
                 opt(None if job.timeout is None else num(job.timeout)),
                 opt(None if job.backoff is None else job.backoff.decode()),
@@ -62,8 +70,9 @@ class JobStore(RedisCore):
             raise StoreError(
                 f"the Redis store at {self._where()} refused the batch, nothing was stored: {exc}"
             ) from None
-        records = [JobRecord.from_new(job) for job in jobs]
-        for position, flat in zip(answer[::2], answer[1::2], strict=True):
+        at = float(answer[0])  # the store's now the script enqueued at
+        records = [JobRecord.from_new(job, at) for job in jobs]
+        for position, flat in zip(answer[1::2], answer[2::2], strict=True):
             records[position - 1] = record(flat)
         return records
 

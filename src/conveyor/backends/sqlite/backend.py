@@ -96,14 +96,17 @@ class SQLiteBackend(SQLiteAdmin):
         return time.time()
 
     # jobs ---------------------------------------------------------------------------------
-    def job_insert_many(self, jobs: Sequence[NewJob], connection: Any = None) -> list[JobRecord]:
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], connection: Any = None, *, now: float | None = None
+    ) -> list[JobRecord]:
         if connection is not None:
             raise _no_transactional_enqueue(self.url)
         if not jobs:
             return []
-        params = [_insert_params(job) for job in jobs]
         queues = [(queue,) for queue in {job.queue for job in jobs}]
         with self._db.write() as conn:
+            t = clock(now)  # read under the write lock: the jobs' enqueued_at
+            params = [_insert_params(job, t) for job in jobs]
             conn.executemany(_Q["queue_touch"], queues)
             before = conn.total_changes
             conn.executemany(_Q["job_insert"], params)
@@ -114,10 +117,10 @@ class SQLiteBackend(SQLiteAdmin):
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_Q["queue_touch"], queues)
                 records = [
-                    self._insert_one(conn, job, p) for job, p in zip(jobs, params, strict=True)
+                    self._insert_one(conn, job, p, t) for job, p in zip(jobs, params, strict=True)
                 ]
         if all_new:
-            records = [JobRecord.from_new(job) for job in jobs]
+            records = [JobRecord.from_new(job, t) for job in jobs]
         self._wake.notify({job.queue for job in jobs})
         return records
 
@@ -127,10 +130,10 @@ class SQLiteBackend(SQLiteAdmin):
         raise _no_transactional_enqueue(self.url)
 
     def _insert_one(
-        self, conn: sqlite3.Connection, job: NewJob, params: dict[str, Any]
+        self, conn: sqlite3.Connection, job: NewJob, params: dict[str, Any], now: float
     ) -> JobRecord:
         if conn.execute(_Q["job_insert"], params).rowcount == 1:
-            return JobRecord.from_new(job)
+            return JobRecord.from_new(job, now)
         # The id or the key is taken: hand back the existing job.
         row = conn.execute(_Q["job_get"], (job.id,)).fetchone()
         if row is None and job.key is not None:
@@ -330,18 +333,20 @@ def _no_transactional_enqueue(url: str) -> StoreError:
     )
 
 
-def _insert_params(job: NewJob) -> dict[str, Any]:
+def _insert_params(job: NewJob, now: float) -> dict[str, Any]:
+    """The row of `job` inserted at the store's time `now` (its due time is the store's)."""
+    run_at, state = job.due(now)
     return {
         "id": job.id,
         "task": job.task,
         "queue": job.queue,
-        "state": job.state.value,
+        "state": state.value,
         "data": job.data.decode(),
         "priority": job.priority,
-        "run_at": job.run_at,
+        "run_at": run_at,
         "max_attempts": job.max_attempts,
         "key": job.key,
         "timeout": job.timeout,
         "backoff": None if job.backoff is None else job.backoff.decode(),
-        "enqueued_at": job.enqueued_at,
+        "enqueued_at": now,
     }

@@ -1,39 +1,40 @@
 -- Insert a batch of jobs into any number of queues, atomically (one script on one node).
 -- KEYS[1] = the job id -> queue index, KEYS[2] = the set of queue names, then the nine keys
 -- of each queue of the batch (see lib.lua).
--- ARGV[1] = the wake-up channel, ARGV[2] = the store's key prefix, ARGV[3] = the number of
--- queues Q, ARGV[4 .. 3 + Q] = their names (in KEYS order); then 11 fields per job:
+-- ARGV[1] = the wake-up channel, ARGV[2] = the store's key prefix, ARGV[3] = now ('' for the
+-- store's clock, TIME; a time only in tests), ARGV[4] = the number of queues Q,
+-- ARGV[5 .. 4 + Q] = their names (in KEYS order); then 11 fields per job:
 -- queue number (1..Q; negative when the caller chose the id), id, task, data, priority,
--- run_at, max_attempts, enqueued_at, key?, timeout?, backoff?
--- (A job is `scheduled` when run_at > enqueued_at, else `queued`, as NewJob.state says.)
+-- due, max_attempts, absolute ('1': due is a run_at the caller chose; else due is the delay
+-- in seconds after now), key?, timeout?, backoff?
+-- (Enqueued at now; `scheduled` when its run_at is after now, else `queued`: NewJob.due.)
 -- Every job is checked before the first write (NewJob checked itself already; this keeps a
 -- bad number from failing a write half-way): the batch is stored whole or not at all.
--- Returns {position, job hash, ...} (positions from 1) for the jobs not inserted because an
--- existing job stands in their place: same id (in any queue), or a pending or active job of
--- the queue holding the same unique key.
+-- Returns {now, position, job hash, ...} (positions from 1): the time the jobs were enqueued
+-- at, then the jobs not inserted because an existing job stands in their place: same id (in
+-- any queue), or a pending or active job of the queue holding the same unique key.
 local K_INDEX, K_QUEUES = KEYS[1], KEYS[2]
-local channel, prefix, queues = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local channel, prefix, queues = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local now = clock(ARGV[3])
 local function queue_job_prefix(queue)
   return '{' .. prefix .. ':' .. queue .. '}:job:'
 end
 
-for i = 4 + queues, #ARGV, 11 do
-  local priority, run_at, enqueued_at = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]),
-    tonumber(ARGV[i + 7])
-  if not (priority and run_at and enqueued_at) or priority ~= priority or run_at ~= run_at
-      or enqueued_at ~= enqueued_at then
+for i = 5 + queues, #ARGV, 11 do
+  local priority, due = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  if not (priority and due) or priority ~= priority or due ~= due then
     return redis.error_reply('job ' .. ARGV[i + 1] .. ': priority ' .. ARGV[i + 4] ..
-      ', run_at ' .. ARGV[i + 5] .. ' and enqueued_at ' .. ARGV[i + 7] .. ' must be numbers')
+      ' and due time ' .. ARGV[i + 5] .. ' must be numbers')
   end
 end
 for q = 1, queues do
-  redis.call('SADD', K_QUEUES, ARGV[3 + q])
+  redis.call('SADD', K_QUEUES, ARGV[4 + q])
 end
-local out = {}
+local out = {now}
 local woken = {}
 local bound = nil
 local position = 0
-for i = 4 + queues, #ARGV, 11 do
+for i = 5 + queues, #ARGV, 11 do
   position = position + 1
   local q = tonumber(ARGV[i])
   local custom = q < 0
@@ -41,7 +42,7 @@ for i = 4 + queues, #ARGV, 11 do
     q = -q
   end
   if q ~= bound then
-    local name = ARGV[3 + q]
+    local name = ARGV[4 + q]
     bind_queue(3 + (q - 1) * 9, queue_job_prefix(name), channel, name)
     bound = q
   end
@@ -75,13 +76,16 @@ for i = 4 + queues, #ARGV, 11 do
     out[#out + 1] = redis.call('HGETALL', existing)
   else
     local run_at = ARGV[i + 5]
+    if ARGV[i + 7] ~= '1' then
+      run_at = later(now, run_at)
+    end
     local state = 'queued'
-    if tonumber(run_at) > tonumber(ARGV[i + 7]) then
+    if tonumber(run_at) > tonumber(now) then
       state = 'scheduled'
     end
     redis.call('HSET', key, 'id', id, 'task', ARGV[i + 2], 'queue', QUEUE, 'state', state,
       'data', ARGV[i + 3], 'priority', ARGV[i + 4], 'run_at', run_at,
-      'max_attempts', ARGV[i + 6], 'enqueued_at', ARGV[i + 7], 'attempt', 0,
+      'max_attempts', ARGV[i + 6], 'enqueued_at', now, 'attempt', 0,
       'errors', '[]', 'cancel_requested', 0)
     redis.call('HSET', K_INDEX, id, QUEUE)
     if unique then
