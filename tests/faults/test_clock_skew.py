@@ -1,5 +1,7 @@
 """A worker whose clock runs 20 s ahead never rescues another worker's live job: leases are
 judged by the store's clock (PostgreSQL `clock_timestamp()`, Redis `TIME`), never a worker's.
+Nor does a producer's clock decide when its jobs are due: they are due their delay after the
+store's clock as it inserts them.
 
 (SQLite is left out: its store clock is the host's, and a store file has only one host.)
 """
@@ -39,7 +41,28 @@ def long_job(seconds: float) -> str:
         log.write(f"{{ctx.id}} {{ctx.attempt}}\\n")
     time.sleep(seconds)
     return "done"
+
+
+@app.task(queue="quick")
+def quick_job() -> str:
+    return "done"
 """
+PRODUCER = """
+import time
+
+_real_time = time.time
+time.time = lambda: _real_time() + {skew}  # this host's clock is off
+
+from skew_app import app
+
+now = app.enqueue("quick_job")
+later = app.enqueue("quick_job", delay={delay})
+print(now.id, later.id)
+app.close()
+"""
+DELAY = 2.0
+SLACK = 3.0
+"""How late after its due time a job may start: a poll, a wake-up, a busy test machine."""
 SKEWED_MAIN = f"""
 import sys
 import time
@@ -97,4 +120,42 @@ def test_a_skewed_worker_never_rescues_a_live_job(store_url, tmp_path):
         assert "rescued" not in (tmp_path / "skewed.out").read_text()
     finally:
         kill_all(skewed, normal)
+        app.close()
+
+
+@pytest.mark.parametrize("skew", [SKEW, -SKEW])
+def test_a_skewed_producers_jobs_are_due_by_the_stores_clock(store_url, tmp_path, skew):
+    if store_url.startswith("sqlite"):
+        pytest.skip("a SQLite store has one host, whose clock is the store's")
+    (tmp_path / "skew_app.py").write_text(APP_MODULE.format(url=store_url))
+    app = Conveyor(store_url)
+    worker = None
+    try:
+        worker = _start(tmp_path, ["worker", "skew_app:app", "-q", "quick"], "worker", skewed=False)
+        wait_until(app.backend.worker_list, 20, what="the worker is up")
+        produced = subprocess.run(
+            [sys.executable, "-c", PRODUCER.format(skew=skew, delay=DELAY)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path), "SKEW_LOG": str(tmp_path / "log")},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        now_id, later_id = produced.stdout.split()
+        for job_id in (now_id, later_id):
+            wait_until(
+                lambda job_id=job_id: app.get_job(job_id).state == JobState.COMPLETED,
+                DELAY + SLACK + 5,
+                what=f"job {job_id} done",
+            )
+        now, later = app.get_job(now_id).record, app.get_job(later_id).record
+        # Every time below is the store's: the producer's clock shows nowhere.
+        assert now.run_at == now.enqueued_at, now
+        assert now.started_at is not None and now.started_at - now.enqueued_at < SLACK, now
+        assert later.run_at == pytest.approx(later.enqueued_at + DELAY, abs=1e-3), later
+        assert later.started_at is not None, later
+        assert DELAY <= later.started_at - later.enqueued_at < DELAY + SLACK, later
+    finally:
+        kill_all(worker)
         app.close()
