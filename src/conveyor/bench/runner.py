@@ -131,13 +131,14 @@ def _drain(
     `supervised`: one `conveyor worker -p N` supervisor instead of N separate processes.
     """
     app.pause_queue(BENCH_QUEUE)
+    done_before = _count(app, JobState.COMPLETED)  # a store reused by an earlier run
     with _workers(url, processes, concurrency, supervised) as procs:
         time.sleep(WORKER_START_SECONDS)
         _check_alive(procs)
         started = time.perf_counter()
         app.resume_queue(BENCH_QUEUE)
         while True:
-            completed = _count(app, JobState.COMPLETED)
+            completed = _count(app, JobState.COMPLETED) - done_before
             progress("drain", completed, total)
             if completed >= total:
                 break
