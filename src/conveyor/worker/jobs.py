@@ -67,8 +67,8 @@ class RunningJobs:
         if self._observer is not None:
             # Told before any of them runs: a crash mid-job is then known at once.
             self._observer.jobs_started([self._deadline(job) for job in jobs])
+        self._leases.hold([(job.id, job.attempt) for job in jobs])
         for job in jobs:
-            self._leases.hold(job.id, job.attempt)
             ctx = JobContext(job, self._report_progress)
             task = self._loop.create_task(self._execute(ctx))
             self._running[job.id] = (task, ctx)
@@ -136,7 +136,7 @@ class RunningJobs:
             return
         task, ctx = entry
         ctx.released = True
-        self._leases.drop(job_id, attempt)
+        self._leases.drop([(job_id, attempt)])
         ctx.logger.warning("lost the lease of job %s; abandoning this attempt", job_id)
         task.cancel()
 

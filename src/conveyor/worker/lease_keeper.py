@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..backends.base import Backend, HeartbeatParams
 from ..failures import log_failure
@@ -47,18 +47,22 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="conveyor-lease-keeper", daemon=True)
 
-    def hold(self, job_id: str, attempt: int) -> None:
-        """Keep renewing this attempt's lease until `drop`."""
+    def hold(self, attempts: Iterable[tuple[str, int]]) -> None:
+        """Keep renewing these (job id, attempt) leases until `drop` (one lock per batch:
+        this runs for every claimed job)."""
         with self._lock:
-            self._held[(job_id, attempt)] += 1
+            self._held.update(attempts)
 
-    def drop(self, job_id: str, attempt: int) -> None:
-        """The attempt's outcome is stored (or it was released): stop renewing it."""
+    def drop(self, attempts: Iterable[tuple[str, int]]) -> None:
+        """These attempts' outcomes are stored (or they were released): stop renewing them."""
         with self._lock:
-            key = (job_id, attempt)
-            self._held[key] -= 1
-            if self._held[key] <= 0:
-                del self._held[key]
+            held = self._held
+            for key in attempts:
+                left = held[key] - 1
+                if left <= 0:
+                    del held[key]
+                else:
+                    held[key] = left
 
     @property
     def held(self) -> int:

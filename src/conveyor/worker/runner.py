@@ -327,8 +327,7 @@ class Worker:
 
     def _settled(self, outcomes: Sequence[Outcome]) -> None:
         """Outcomes left the completer: their leases need no keeping, claims may resume."""
-        for outcome in outcomes:
-            self._leases.drop(outcome.job_id, outcome.attempt)
+        self._leases.drop([(outcome.job_id, outcome.attempt) for outcome in outcomes])
         self._slot_freed()
 
     def _job_ended(self) -> None:
@@ -451,8 +450,7 @@ class Worker:
                     await asyncio.sleep(0.2 * 2**attempt)
             log.error("%d unstarted jobs come back when their lease expires", len(contexts))
         finally:
-            for ctx in contexts:
-                self._leases.drop(ctx.id, ctx.attempt)
+            self._leases.drop([(ctx.id, ctx.attempt) for ctx in contexts])
 
     @property
     def active_jobs(self) -> Sequence[str]:
