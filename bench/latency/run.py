@@ -1,15 +1,18 @@
 """Enqueue→handler-start latency as a user sees it: producer clock before the enqueue call,
-handler clock at start (one host). Worker = `conveyor worker latapp:app -c 10` (real CLI)."""
-import json, os, subprocess, sys, time, statistics
-ver, url = sys.argv[1], sys.argv[2]
-root = f"/tmp/{ver}"
-out = f"/tmp/lat/out-{ver}-{os.getpid()}.txt"
-env = {**os.environ, "LAT_OUT": out, "CONVEYOR_URL": url, "PYTHONPATH": "/tmp/lat"}
+handler clock at start (one host). Worker = `conveyor worker latapp:app -c 10` (real CLI).
+
+Usage: <checkout>/.venv/bin/python bench/latency/run.py LABEL URL CHECKOUT
+(run it with the same checkout's Python, so producer and worker are the same version)."""
+import json, os, subprocess, sys, tempfile, time
+ver, url, root = sys.argv[1], sys.argv[2], sys.argv[3]
+here = os.path.dirname(os.path.abspath(__file__))
+out = os.path.join(tempfile.mkdtemp(), "starts.txt")
+env = {**os.environ, "LAT_OUT": out, "CONVEYOR_URL": url, "PYTHONPATH": here}
 open(out, "w").close()
-sys.path.insert(0, "/tmp/lat"); os.environ.update(env)
+sys.path.insert(0, here); os.environ.update(env)
 import latapp
 worker = subprocess.Popen([f"{root}/.venv/bin/conveyor", "worker", "latapp:app", "-c", "10", "-q", "lat"],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp/lat")
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=here)
 try:
     latapp.probe.enqueue(tag="warm")
     deadline = time.time() + 30
