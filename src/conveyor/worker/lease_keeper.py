@@ -72,9 +72,13 @@ class LeaseKeeper:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop renewing (at the end of the worker, once every outcome is settled)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop renewing (at the end of the worker, once every outcome is settled) and wait
+        for a renewal in flight: a daemon thread still inside the store's C code while the
+        interpreter shuts down can crash the process (seen: SIGSEGV at a burst worker's exit)."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

@@ -281,7 +281,8 @@ class Worker:
                 service.cancel()
             completer.close()
             await asyncio.wait([writing], timeout=10)
-            leases.stop()  # every outcome is settled (or given up): nothing left to keep
+            # Every outcome is settled (or given up): nothing left to keep.
+            await asyncio.to_thread(leases.stop)
             await self._stop_maintenance()
             completer.shutdown()
             for pool in (claim_pool, wait_pool, job_pool):
