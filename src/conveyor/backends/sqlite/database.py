@@ -69,7 +69,7 @@ class Database:
         if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             return
         uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
-        probe = sqlite3.connect(uri, uri=True)
+        probe = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
         try:
             tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master")}
         except sqlite3.DatabaseError as exc:
@@ -97,12 +97,26 @@ class Database:
                 timeout=self.busy_timeout,
             )
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._enter_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _enter_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, waiting out another process that holds the file while it creates or
+        switches it: this pragma can answer "database is locked" at once, without the busy
+        timeout (seen: `conveyor workers` beside a worker creating the store)."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextlib.contextmanager
     def write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
