@@ -60,6 +60,22 @@ class JobChange:
     record: JobRecord | None = None
     """The job after the change, for single-job admin calls (cancel, manual retry)."""
 
+    @classmethod
+    def of_admin_call(cls, record: JobRecord, from_state: JobState, at: float) -> JobChange:
+        """The change of a single-job admin call (cancel, manual retry), from the job after it."""
+        return cls(
+            id=record.id,
+            queue=record.queue,
+            task=record.task,
+            from_state=from_state,
+            to_state=record.state,
+            attempt=record.attempt,
+            at=at,
+            run_at=record.run_at if record.state is JobState.QUEUED else None,
+            finished_at=record.finished_at if record.state is JobState.CANCELLED else None,
+            record=record,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimParams:

@@ -21,19 +21,7 @@ from .core import PostgresCore
 def admin_change(row: dict[str, Any]) -> JobChange:
     """The JobChange of a single-job admin call, from the job's row after the call plus its
     `from_state` and `at` columns."""
-    record = record_from_row(row)
-    return JobChange(
-        id=record.id,
-        queue=record.queue,
-        task=record.task,
-        from_state=JobState(row["from_state"]),
-        to_state=record.state,
-        attempt=record.attempt,
-        at=row["at"],
-        run_at=record.run_at if record.state is JobState.QUEUED else None,
-        finished_at=record.finished_at,
-        record=record,
-    )
+    return JobChange.of_admin_call(record_from_row(row), JobState(row["from_state"]), row["at"])
 
 
 class AdminStatements(PostgresCore):

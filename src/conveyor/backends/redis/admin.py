@@ -64,19 +64,7 @@ class AdminStore(RedisCore):
         if status != "ok":
             raise refusal(job_id, None if status == "missing" else answer[1], rule)
         _, from_state, at, flat = answer
-        after = record(flat)
-        return JobChange(
-            id=after.id,
-            queue=after.queue,
-            task=after.task,
-            from_state=JobState(from_state),
-            to_state=after.state,
-            attempt=after.attempt,
-            at=float(at),
-            run_at=after.run_at if after.state is JobState.QUEUED else None,
-            finished_at=after.finished_at if after.state is JobState.CANCELLED else None,
-            record=after,
-        )
+        return JobChange.of_admin_call(record(flat), JobState(from_state), float(at))
 
     def job_cancel(self, job_id: str, now: float | None = None) -> JobChange:
         return self._admin("cancel", job_id, now, "only pending or active jobs can be cancelled")

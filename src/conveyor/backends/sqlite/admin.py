@@ -33,17 +33,7 @@ class SQLiteAdmin:
             else:
                 raise refusal(job_id, from_state, "only pending or active jobs can be cancelled")
         record = record_from_row(row, decode)
-        return JobChange(
-            id=record.id,
-            queue=record.queue,
-            task=record.task,
-            from_state=from_state,
-            to_state=record.state,
-            attempt=record.attempt,
-            at=at,
-            finished_at=record.finished_at if record.state is JobState.CANCELLED else None,
-            record=record,
-        )
+        return JobChange.of_admin_call(record, from_state, at)
 
     def job_retry(self, job_id: str, now: float | None = None) -> JobChange:
         try:
@@ -60,17 +50,7 @@ class SQLiteAdmin:
             ) from None
         record = record_from_row(row, decode)
         self._wake.notify([record.queue])
-        return JobChange(
-            id=record.id,
-            queue=record.queue,
-            task=record.task,
-            from_state=from_state,
-            to_state=record.state,
-            attempt=record.attempt,
-            at=at,
-            run_at=record.run_at,
-            record=record,
-        )
+        return JobChange.of_admin_call(record, from_state, at)
 
     def job_prune(self, params: PruneParams) -> int:
         with self._db.write() as conn:
